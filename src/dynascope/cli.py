@@ -1,0 +1,60 @@
+"""The ``dynascope`` command: one entry point, thin.
+
+Each command group lives in ``dynascope.commands.<group>`` and exposes ``register(subparsers)``;
+a registered sub-parser sets ``func`` to a callable taking the parsed namespace and returning an
+exit code. Errors raised on purpose (``DynascopeError``) are printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dynascope import __version__
+from dynascope.errors import DynascopeError
+from dynascope.progress import set_quiet
+
+COMMAND_GROUPS = ("finetune", "ntk", "analysis", "dynamics", "reproduce")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every command group that is installed."""
+    parser = argparse.ArgumentParser(
+        prog="dynascope",
+        description="Fine-tuning dynamics (LP-FT through the NTK) and inference dynamics of looped self-attention.",
+    )
+    parser.add_argument("--version", action="version", version=f"dynascope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        try:
+            module = importlib.import_module(f"dynascope.commands.{group}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"dynascope.commands.{group}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    set_quiet(bool(getattr(args, "quiet", False)))
+    try:
+        return int(args.func(args) or 0)
+    except DynascopeError as exc:
+        print(f"dynascope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynascope: interrupted; finished checkpoints are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Flags shared by several commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(parser: argparse.ArgumentParser, *, data: bool = True, out: bool = True) -> None:
+    """Add ``--data-dir``, ``--out``, ``--overwrite`` and ``--quiet`` as a command needs them."""
+    if data:
+        parser.add_argument(
+            "--data-dir",
+            default=None,
+            help="data root (default: $DYNASCOPE_DATA)",
+        )
+    if out:
+        parser.add_argument("--out", required=True, help="output directory of the run")
+        parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
