@@ -16,7 +16,7 @@ from dynascope import __version__
 from dynascope.errors import DynascopeError
 from dynascope.progress import set_quiet
 
-COMMAND_GROUPS = ("finetune", "ntk", "analysis", "dynamics", "reproduce")
+COMMAND_GROUPS = ("finetune", "ntk", "analysis", "sudoku", "dynamics", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,7 +81,9 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     return _atomic_write(Path(path), write)
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | Path, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
     """Write torch tensors as safetensors atomically (tensors are made contiguous and moved to CPU)."""
     from safetensors.torch import save_file
 
@@ -125,3 +127,10 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False, marker: str = FINI
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def write_torch(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` atomically (checkpoints)."""
+    import torch
+
+    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))

@@ -1,0 +1,177 @@
+"""``dynascope tasks``, ``dynascope train`` and ``dynascope compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dynascope.commands.common import add_common
+from dynascope.errors import ConfigError
+from dynascope.train.probe import ProbeSettings
+from dynascope.train.recipes import METHODS, RunConfig
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    """A YAML or JSON file with ``RunConfig`` fields."""
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(f"config file {file} does not exist")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping of run settings, found {type(data).__name__}")
+    return data
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="registered task name or a task spec file (.yaml/.json)")
+    p.add_argument("--model", help="default | mpnet-base | a local model folder | a hub id")
+    p.add_argument("--config", help="YAML/JSON file with run settings; flags override it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (default: the paper's for the task and method)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the paper's)")
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--max-train", type=int, help="subsample the training split (stratified, seeded)")
+    p.add_argument("--max-eval", type=int, help="cap test and OOD sets (stratified, seeded)")
+    p.add_argument("--max-length", type=int, help="max tokens per example (default 128)")
+    p.add_argument("--pooling", choices=("cls", "mean"))
+    p.add_argument("--head-norm", type=float, help="rescale V (and b) to this norm before the FT stage")
+    p.add_argument("--lp-protocol", choices=("cv", "fixed", "gd"), help="how LP fits the head (default cv)")
+    p.add_argument("--lp-c", type=float, help="inverse regularisation strength for --lp-protocol fixed")
+    p.add_argument(
+        "--lp-scoring", choices=("accuracy", "neg_log_loss"), help="CV scoring for --lp-protocol cv"
+    )
+    p.add_argument("--lora-r", type=int)
+    p.add_argument("--lora-alpha", type=float)
+    p.add_argument(
+        "--lora-init-std", type=float, help="Gaussian init of LoRA A with this std (default: peft's)"
+    )
+    p.add_argument(
+        "--save-backbone", action="store_true", help="also save the fine-tuned backbone (FT, LP-FT)"
+    )
+
+
+def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -> RunConfig:
+    data = _load_config_file(args.config) if args.config else {}
+    flat = {
+        "task": args.task,
+        "model": args.model,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "eval_batch_size": args.eval_batch_size,
+        "max_train": args.max_train,
+        "max_eval": args.max_eval,
+        "max_length": args.max_length,
+        "pooling": args.pooling,
+        "head_norm": args.head_norm,
+    }
+    data.update({k: v for k, v in flat.items() if v is not None})
+    if args.save_backbone:
+        data["save_backbone"] = True
+    data["method"] = method
+    if seed is not None:
+        data["seed"] = seed
+    lp = dict(data.get("lp") or {})
+    lp.update(
+        {
+            k: v
+            for k, v in (("protocol", args.lp_protocol), ("C", args.lp_c), ("scoring", args.lp_scoring))
+            if v is not None
+        }
+    )
+    data["lp"] = lp
+    lora = dict(data.get("lora") or {})
+    lora.update(
+        {
+            k: v
+            for k, v in (("r", args.lora_r), ("alpha", args.lora_alpha), ("init_std", args.lora_init_std))
+            if v is not None
+        }
+    )
+    data["lora"] = lora
+    if not data.get("task"):
+        raise ConfigError("--task is required (or 'task' in --config)")
+    ProbeSettings(**lp)  # validate early, with its own message
+    return RunConfig.from_dict(data)
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from dynascope.data import task_status
+
+    rows = task_status(args.data_dir)
+    for row in rows:
+        files = row["files"]
+        found = sum(f["found"] for f in files)
+        mark = "ok" if found == len(files) else "MISSING"
+        print(f"{row['name']:<12} C={row['num_labels']}  {found}/{len(files)} files  {mark}")
+        for f in files:
+            print(f"    {'found  ' if f['found'] else 'missing'}  {f['path']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dynascope.train.recipes import run
+
+    config = _config_from_args(args, args.method, args.seed)
+    metrics = run(config, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
+    parts = [
+        f"val acc {100 * metrics['val']['accuracy']:.2f}",
+        f"test acc {100 * metrics['test']['accuracy']:.2f}",
+    ]
+    parts += [f"{k} acc {100 * v['accuracy']:.2f}" for k, v in metrics["ood"].items()]
+    norms = metrics["head_norm"]
+    after_lp = "–" if norms["after_lp"] is None else f"{norms['after_lp']:.3f}"
+    parts += [f"‖V‖ init {norms['init']:.3f}", f"after LP {after_lp}", f"final {norms['final']:.3f}"]
+    print(f"{config.task}/{config.method} seed {config.seed}: " + ", ".join(parts))
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from dynascope.experiments.compare import compare, to_markdown
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from exc
+    base = _config_from_args(args, methods[0], seeds[0])
+    rows = compare(base, methods, seeds, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
+    print(to_markdown(rows), end="")
+    print(f"summary: {Path(args.out) / 'summary.md'} and summary.csv")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``tasks``, ``train`` and ``compare``."""
+    p = sub.add_parser("tasks", help="list registered tasks and whether their files are under the data root")
+    add_common(p, out=False)
+    p.set_defaults(func=_cmd_tasks)
+
+    p = sub.add_parser("train", help="train one recipe (lp, ft, lp-ft, lora, lp-lora) into a run directory")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--seed", type=int, default=None, help="seed of head init and data order (default 1001)")
+    _add_run_flags(p)
+    add_common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("compare", help="several recipes x seeds on one task; one mean ± std table")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all five)")
+    p.add_argument("--seeds", default="1001,2002,3003", help="comma-separated seeds")
+    _add_run_flags(p)
+    add_common(p)
+    p.set_defaults(func=_cmd_compare)

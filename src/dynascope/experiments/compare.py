@@ -1,0 +1,132 @@
+"""``compare``: several recipes × seeds on one task, then one table of mean ± std over seeds.
+
+Each run lives in ``OUT/<method>/seed<seed>``; finished runs are reused, so an interrupted comparison resumes.
+The table goes to ``summary.csv`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynascope.progress import say
+from dynascope.runio import read_json, write_text
+from dynascope.train.recipes import RunConfig, run
+
+
+def run_dir_for(out: Path, method: str, seed: int) -> Path:
+    """Where ``compare`` puts one run."""
+    return out / method / f"seed{seed}"
+
+
+def compare(
+    base: RunConfig,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every (method, seed) not yet finished, then summarise; returns the summary rows."""
+    out = Path(out)
+    metrics = []
+    for method in methods:
+        for seed in seeds:
+            where = run_dir_for(out, method, seed)
+            if (where / "metrics.json").exists() and not overwrite:
+                say(f"{where}: finished, reused")
+                metrics.append(read_json(where / "metrics.json"))
+                continue
+            config = dataclasses.replace(base, method=method, seed=seed)
+            metrics.append(run(config, where, data_dir=data_dir, overwrite=overwrite))
+    rows = summarize(metrics)
+    write_text(out / "summary.csv", to_csv(rows))
+    write_text(out / "summary.md", to_markdown(rows))
+    return rows
+
+
+def _columns(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Flat numeric columns of one run: split metrics, OOD / near-ID metrics and head norms."""
+    cols: dict[str, float | None] = {}
+    for split in ("val", "test"):
+        for name, value in metrics[split].items():
+            if name != "n":
+                cols[f"{split} {name}"] = value
+    for group, label in (("ood", "OOD"), ("near_id", "near-ID")):
+        for set_name, values in metrics.get(group, {}).items():
+            cols[f"{label} {set_name} accuracy"] = values["accuracy"]
+    norms = metrics["head_norm"]
+    cols["‖V‖ init"] = norms["init"]
+    cols["‖V‖ after LP"] = norms["after_lp"]
+    cols["‖V‖ final"] = norms["final"]
+    return cols
+
+
+def summarize(all_metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, method): every column as mean and std over seeds (population std, ddof = 0)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for m in all_metrics:
+        groups.setdefault((m["task"], m["method"]), []).append(m)
+    rows = []
+    for (task, method), runs in groups.items():
+        per_run = [_columns(m) for m in runs]
+        names = list(dict.fromkeys(k for cols in per_run for k in cols))
+        row: dict[str, Any] = {"task": task, "method": method, "seeds": len(runs)}
+        for name in names:
+            values = [cols.get(name) for cols in per_run]
+            values = [v for v in values if v is not None]
+            row[name] = (float(np.mean(values)), float(np.std(values))) if values else None
+        rows.append(row)
+    return rows
+
+
+def _header(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def _fmt(name: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, tuple):
+        mean, std = value
+        if "accuracy" in name or name.split()[-1] in ("mcc", "f1", "macro_f1"):
+            return f"{100 * mean:.2f} ± {100 * std:.2f}"
+        return f"{mean:.3g} ± {std:.2g}"
+    return str(value)
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary as a markdown table (metrics in %, norms as plain numbers)."""
+    header = _header(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(h, row.get(h)) for h in header) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary as CSV with separate ``mean`` and ``std`` columns."""
+    header = _header(rows)
+    flat = []
+    for h in header:
+        flat.extend([f"{h} mean", f"{h} std"] if any(isinstance(r.get(h), tuple) for r in rows) else [h])
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(flat)
+    for row in rows:
+        cells: list[Any] = []
+        for h in header:
+            value = row.get(h)
+            if any(isinstance(r.get(h), tuple) for r in rows):
+                cells.extend(value if isinstance(value, tuple) else ["", ""])
+            else:
+                cells.append(value)
+        writer.writerow(cells)
+    return buf.getvalue()

