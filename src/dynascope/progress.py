@@ -25,9 +25,15 @@ def is_quiet() -> bool:
     return _QUIET
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False
+) -> Iterator[T]:
     """Wrap ``iterable`` in a tqdm bar on stderr unless quiet."""
-    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=_QUIET, file=sys.stderr, dynamic_ncols=True))
+    return iter(
+        tqdm(
+            iterable, desc=desc, total=total, leave=leave, disable=_QUIET, file=sys.stderr, dynamic_ncols=True
+        )
+    )
 
 
 def say(message: str) -> None:

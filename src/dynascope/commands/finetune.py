@@ -107,16 +107,20 @@ def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from dynascope.data import task_status
+    from dynascope.data import resolve_data_dir, task_status, verify_files
 
-    rows = task_status(args.data_dir)
-    for row in rows:
+    print(f"data root: {resolve_data_dir(args.data_dir)}")
+    checks = {row["path"]: row for row in verify_files(args.data_dir)} if args.verify else {}
+    for row in task_status(args.data_dir):
         files = row["files"]
         found = sum(f["found"] for f in files)
         mark = "ok" if found == len(files) else "MISSING"
         print(f"{row['name']:<12} C={row['num_labels']}  {found}/{len(files)} files  {mark}")
         for f in files:
-            print(f"    {'found  ' if f['found'] else 'missing'}  {f['path']}")
+            state = "found  " if f["found"] else "missing"
+            check = checks.get(f["path"], {}).get("ok")
+            sha = {True: "  sha256 ok", False: "  SHA256 MISMATCH", None: ""}[check] if args.verify else ""
+            print(f"    {state}  {f['path'] if f['found'] else f['expected']}{sha}")
     return 0
 
 
@@ -159,6 +163,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``tasks``, ``train`` and ``compare``."""
     p = sub.add_parser("tasks", help="list registered tasks and whether their files are under the data root")
+    p.add_argument("--verify", action="store_true", help="also check each file's SHA-256 against MANIFEST.tsv")
     add_common(p, out=False)
     p.set_defaults(func=_cmd_tasks)
 

@@ -13,7 +13,9 @@ STUDIES = ("lpft", "dynamics")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``reproduce`` with one sub-command per available study."""
-    parser = sub.add_parser("reproduce", help="run one of the papers' studies end to end and write its report")
+    parser = sub.add_parser(
+        "reproduce", help="run one of the papers' studies end to end and write its report"
+    )
     studies = parser.add_subparsers(dest="study", metavar="STUDY")
     for name in STUDIES:
         try:
