@@ -6,6 +6,7 @@ leaves a half-written result behind.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -106,12 +107,11 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "numpy": np.__version__,
         "seed": seed,
     }
-    for name in ("transformers", "peft", "sklearn", "scipy", "dynascope"):
+    for dist in ("transformers", "peft", "scikit-learn", "scipy", "dynascope"):
         try:
-            module = __import__(name)
-            info[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
-            info[name] = None
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[dist] = None
     return info
 
 
