@@ -105,3 +105,18 @@ def test_cli_config_file_and_bad_method(model_dir, tmp_path, capsys) -> None:
     bad.write_text('{"task": "cb", "epochz": 3}')
     assert main(["train", "--method", "lp", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "epochz" in capsys.readouterr().err
+
+
+def test_scale_head_grid(model_dir, tmp_path, capsys) -> None:
+    args = ["scale-head", "--task", "cb", "--model", str(model_dir), "--norms", "0.5,20", "--methods", "ft,lp-ft",
+            "--epochs", "1", "--max-train", "24", "--quiet", "--out", str(tmp_path / "sh")]
+    assert main(args) == 0
+    for method in ("ft", "lp-ft"):
+        for norm in ("0.5", "20"):
+            metrics = read_json(tmp_path / "sh" / method / f"norm{norm}" / "seed1001" / "metrics.json")
+            assert metrics["head_norm"]["before_ft"] == pytest.approx(float(norm), rel=1e-6)
+    table = (tmp_path / "sh" / "scale_head.md").read_text()
+    assert table.count("| ft |") == 2 and table.count("| lp-ft |") == 2
+    assert (tmp_path / "sh" / "scale_head.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args[:-2], "--methods", "lp", "--out", str(tmp_path / "x")]) == 2
+    assert "has none" in capsys.readouterr().err

@@ -134,3 +134,8 @@ def write_torch(path: str | Path, obj: Any) -> Path:
     import torch
 
     return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write raw bytes (e.g. a PNG) atomically."""
+    return _atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))

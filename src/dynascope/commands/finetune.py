@@ -145,14 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from dynascope.experiments.compare import compare, to_markdown
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ConfigError(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from exc
+    methods = _methods(args.methods)
+    seeds = _ints(args.seeds, "--seeds")
     base = _config_from_args(args, methods[0], seeds[0])
     rows = compare(base, methods, seeds, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
     print(to_markdown(rows), end="")
@@ -160,8 +154,48 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scale_head(args: argparse.Namespace) -> int:
+    from dynascope.experiments.compare import to_markdown
+    from dynascope.experiments.scale_head import scale_head
+
+    methods = _methods(args.methods)
+    seeds = _ints(args.seeds, "--seeds")
+    try:
+        norms = [float(s) for s in args.norms.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--norms must be comma-separated numbers, got {args.norms!r}") from exc
+    if not norms or min(norms) <= 0:
+        raise ConfigError(f"--norms must be positive numbers, got {args.norms!r}")
+    if "lp" in methods:
+        raise ConfigError("scale-head rescales the head before an FT stage; 'lp' has none")
+    base = _config_from_args(args, methods[0], seeds[0])
+    rows = scale_head(base, methods, norms, seeds, args.out, split=args.split, data_dir=args.data_dir,
+                      overwrite=args.overwrite)
+    print(to_markdown(rows), end="")
+    print(f"table and figure: {Path(args.out) / 'scale_head.md'}, scale_head.png")
+    return 0
+
+
+def _methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"unknown methods {bad or text!r}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from exc
+    if not values:
+        raise ConfigError(f"{flag} is empty")
+    return values
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``tasks``, ``train`` and ``compare``."""
+    """Add ``tasks``, ``train``, ``compare`` and ``scale-head``."""
     p = sub.add_parser("tasks", help="list registered tasks and whether their files are under the data root")
     p.add_argument("--verify", action="store_true", help="also check each file's SHA-256 against MANIFEST.tsv")
     add_common(p, out=False)
@@ -180,3 +214,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_flags(p)
     add_common(p)
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("scale-head", help="rescale the head to several norms before the FT stage; feature change")
+    p.add_argument("--methods", default="ft,lp-ft", help="comma-separated recipes with an FT stage")
+    p.add_argument("--norms", default="0.1,0.5,1,2,5,10,50,100", help="head norms s (the paper's grid)")
+    p.add_argument("--seeds", default="1001", help="comma-separated seeds")
+    p.add_argument("--split", default="test", help="split whose feature change is plotted (test, val, ood.NAME)")
+    _add_run_flags(p)
+    add_common(p)
+    p.set_defaults(func=_cmd_scale_head)

@@ -213,9 +213,11 @@ def run(
     history: list[dict] = []
     best_epoch = None
     trainable = 0
+    norm_before_ft = None
     if config.method != "lp":
         if config.head_norm is not None:
             clf.scale_head(config.head_norm)
+        norm_before_ft = clf.head_norm()
         if _lora_stage(config.method):
             apply_lora(clf, config.lora, seed=config.seed)
         else:
@@ -277,6 +279,7 @@ def run(
         "head_norm": {
             "init": norm_init,
             "after_lp": norm_after_lp,
+            "before_ft": norm_before_ft,
             "final": final_norm,
             "per_epoch": [row["head_norm"] for row in history],
         },
