@@ -1,0 +1,63 @@
+"""Pure math on arrays: feature change and separability, calibration metrics, temperature scaling."""
+
+from dynascope.analysis.calibration import (
+    Binning,
+    CalibrationAccumulator,
+    CalibrationMetrics,
+    ReliabilityData,
+    adaptive_calibration_error,
+    brier_paper,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram,
+)
+from dynascope.analysis.features import (
+    FeatureChange,
+    cosine_to_pre,
+    feature_change_metrics,
+    feature_shift,
+    fisher_ratio,
+    mean_pairwise_cosine,
+    tsne_embedding,
+    tsne_features_and_head,
+)
+from dynascope.analysis.temperature import (
+    TemperatureConfig,
+    TemperatureFit,
+    TemperatureScaler,
+    apply_temperature,
+    calibrate_splits,
+    fit_temperature,
+)
+
+__all__ = [
+    "Binning",
+    "CalibrationAccumulator",
+    "CalibrationMetrics",
+    "FeatureChange",
+    "ReliabilityData",
+    "TemperatureConfig",
+    "TemperatureFit",
+    "TemperatureScaler",
+    "adaptive_calibration_error",
+    "apply_temperature",
+    "brier_paper",
+    "brier_score",
+    "calibrate_splits",
+    "calibration_metrics",
+    "cosine_to_pre",
+    "expected_calibration_error",
+    "feature_change_metrics",
+    "feature_shift",
+    "fisher_ratio",
+    "fit_temperature",
+    "maximum_calibration_error",
+    "mean_pairwise_cosine",
+    "negative_log_likelihood",
+    "reliability_diagram",
+    "tsne_embedding",
+    "tsne_features_and_head",
+]

@@ -1,0 +1,340 @@
+"""Build the report: find runs, compute what is missing, write ``report.html`` and ``tables/*.md|csv``.
+
+Each optional piece (logits, features, head, per-epoch norms, calibration, NTK spectra) is used when
+present and otherwise skipped with a note on the page; a malformed optional file of one run also
+becomes a note rather than an error, so one bad run never hides the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from dynascope.analysis.calibration import DEFAULT_BINS, ReliabilityData
+from dynascope.analysis.features import tsne_embedding, tsne_features_and_head
+from dynascope.analysis.temperature import METRIC_KEYS, TemperatureConfig
+from dynascope.errors import ConfigError, DynascopeError
+from dynascope.progress import progress, say
+from dynascope.report import plots
+from dynascope.report.html import FigureItem, Section, render_page
+from dynascope.report.runs import (
+    Discovered,
+    FinetuneRun,
+    NtkRun,
+    calibration_of,
+    discover_runs,
+    feature_metrics_of,
+    split_order,
+)
+from dynascope.report.tables import (
+    Table,
+    accuracy_tables,
+    calibration_table,
+    feature_table,
+    group_runs,
+    head_norm_table,
+    ntk_run_table,
+    ntk_table,
+)
+from dynascope.runio import environment, prepare_run_dir, write_json, write_text
+
+T = TypeVar("T")
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes when a run lacks stored results, and how much t-SNE it draws."""
+
+    n_bins: int = DEFAULT_BINS
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
+    tsne: bool = True
+    tsne_split: str = "test"
+    tsne_max_points: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_bins, int) or self.n_bins < 1:
+            raise ConfigError(f"n_bins must be a positive integer, found {self.n_bins!r}")
+        if not isinstance(self.tsne_max_points, int) or self.tsne_max_points < 10:
+            raise ConfigError(f"tsne_max_points must be an integer >= 10, found {self.tsne_max_points!r}")
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it holds."""
+
+    html_path: Path
+    tables: list[str]
+    figures: list[str]
+    notes: list[str]
+
+
+def _attempt(notes: list[str], what: str, fn: Callable[[], T]) -> T | None:
+    """``fn()``, or None with a note when the data behind it is malformed."""
+    try:
+        return fn()
+    except (DynascopeError, KeyError, ValueError, TypeError) as exc:
+        notes.append(f"{what}: skipped ({exc})")
+        return None
+
+
+def _run_name(run: FinetuneRun) -> str:
+    return f"{run.task}/{run.method}/seed {run.seed} ({run.path.name})"
+
+
+def _usable_calibration(stored: Any, n_bins: int) -> bool:
+    """Whether a stored calibration.json has the layout ``calibrate`` writes and the requested bin count."""
+    try:
+        return (
+            stored["binning"]["n_bins"] == n_bins
+            and float(stored["temperature"]) > 0
+            and all(
+                all(k in split[phase] for k in METRIC_KEYS) and "reliability" in split[phase]
+                for split in stored["splits"].values()
+                for phase in ("before", "after")
+            )
+        )
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return False
+
+
+def _usable_features(stored: Any) -> bool:
+    """Whether a stored features.json has the layout ``features`` writes."""
+    try:
+        return all(isinstance(v, dict) and "diff" in v for v in stored["splits"].values())
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _first_split(calibrations: Sequence[dict[str, Any]]) -> str | None:
+    """``test`` if any run has it, else the first split in report order."""
+    keys = {k for c in calibrations for k in c["splits"]}
+    return "test" if "test" in keys else next(iter(split_order(keys)), None)
+
+
+def _calibrations(runs: Sequence[FinetuneRun], cfg: ReportConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    computed = 0
+    for run in progress(runs, desc="calibration"):
+        stored = _attempt(notes, f"{_run_name(run)} calibration.json", run.stored_calibration)
+        if _usable_calibration(stored, cfg.n_bins):
+            out[str(run.path)] = stored
+            continue
+        if stored is not None:
+            notes.append(f"{_run_name(run)}: calibration.json has another bin count or layout, recomputed")
+        result = _attempt(
+            notes, f"{_run_name(run)} calibration", lambda r=run: calibration_of(r, cfg.n_bins, cfg.temperature)
+        )
+        if result is None:
+            if not (run.path / "logits.npz").exists():
+                notes.append(f"{_run_name(run)}: no logits.npz, calibration skipped")
+            continue
+        out[str(run.path)] = result
+        computed += 1
+    if computed:
+        notes.append(f"calibration computed on the fly for {computed} run(s) without a matching calibration.json")
+    return out
+
+
+def _feature_metrics(runs: Sequence[FinetuneRun], notes: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for run in progress(runs, desc="feature metrics"):
+        stored = _attempt(notes, f"{_run_name(run)} features.json", run.stored_feature_metrics)
+        if stored is not None and not _usable_features(stored):
+            notes.append(f"{_run_name(run)}: features.json has an unexpected layout, recomputed")
+            stored = None
+        result = stored or _attempt(notes, f"{_run_name(run)} features", lambda r=run: feature_metrics_of(r))
+        if result is None:
+            if (run.path / "features.npz").exists():
+                continue
+            notes.append(f"{_run_name(run)}: no features.npz, feature change and t-SNE skipped")
+            continue
+        out[str(run.path)] = result
+    return out
+
+
+def _reliability_figures(
+    runs: Sequence[FinetuneRun], calibration: dict[str, dict[str, Any]], notes: list[str]
+) -> list[FigureItem]:
+    figures = []
+    for (task, method), rs in group_runs(runs).items():
+        cals = [calibration[str(r.path)] for r in rs if str(r.path) in calibration]
+        split = _first_split(cals)
+        if split is None:
+            continue
+        panels = {}
+        for phase, label in (("before", "without TS"), ("after", "with TS")):
+            items = [
+                ReliabilityData.from_dict(c["splits"][split][phase]["reliability"])
+                for c in cals
+                if split in c["splits"]
+            ]
+            pooled = _attempt(notes, f"{task}/{method} reliability", lambda i=items: plots.pool_reliability(i))
+            if pooled is not None:
+                panels[label] = pooled
+        if panels:
+            png = plots.reliability_figure(panels, f"{task} / {method}, {split} ({len(cals)} seed(s) pooled)")
+            figures.append(
+                FigureItem(f"reliability-{task}-{method}", f"Reliability diagram, {task} / {method}, {split}", png)
+            )
+    return figures
+
+
+def _head_norm_figures(runs: Sequence[FinetuneRun], notes: list[str]) -> list[FigureItem]:
+    figures = []
+    by_task: dict[str, dict[str, list[list[float]]]] = {}
+    for (task, method), rs in group_runs(runs).items():
+        curves = []
+        for r in rs:
+            per_epoch = (r.metrics.get("head_norm") or {}).get("per_epoch") or []
+            values = [float(v) for v in per_epoch if isinstance(v, int | float)]
+            if values:
+                curves.append(values)
+        if curves:
+            by_task.setdefault(task, {})[method] = curves
+    for task in sorted({r.task for r in runs}):
+        if task not in by_task:
+            notes.append(f"{task}: no per-epoch head norms (LP-only runs or none logged), curve skipped")
+            continue
+        png = plots.head_norm_figure(by_task[task], f"Head norm during training, {task}")
+        figures.append(FigureItem(f"head-norm-{task}", f"‖V‖_F per epoch, {task} (thin: seeds, thick: mean)", png))
+    return figures
+
+
+def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def _tsne_figures(runs: Sequence[FinetuneRun], cfg: ReportConfig, notes: list[str]) -> list[FigureItem]:
+    figures = []
+    for (task, method), rs in progress(list(group_runs(runs).items()), desc="t-SNE"):
+        run = next((r for r in rs if (r.path / "features.npz").exists()), None)
+        if run is None:
+            continue
+        features = _attempt(notes, f"{_run_name(run)} features.npz", lambda r=run: r.features)
+        if not features:
+            continue
+        split = cfg.tsne_split if cfg.tsne_split in features else split_order(features)[-1]
+        pre, post, labels = features[split]
+        idx = _subsample(len(labels), cfg.tsne_max_points, cfg.seed)
+        if idx.size < 5:
+            notes.append(f"{_run_name(run)}: fewer than 5 examples in {split}, t-SNE skipped")
+            continue
+        head = _attempt(notes, f"{_run_name(run)} head.safetensors", lambda r=run: r.head_weight)
+        if head is None:
+            notes.append(f"{_run_name(run)}: no usable head.safetensors, t-SNE drawn without classifier rows")
+        pre_xy = tsne_embedding(pre[idx], seed=cfg.seed)
+        if head is not None and head.shape[1] == post.shape[1]:
+            post_xy, head_xy = tsne_features_and_head(post[idx], head, seed=cfg.seed)
+        else:
+            post_xy, head_xy = tsne_embedding(post[idx], seed=cfg.seed), None
+        panels = {"pre-trained φ": (pre_xy, labels[idx], None), f"φ after {method}": (post_xy, labels[idx], head_xy)}
+        png = plots.tsne_figure(panels, run.label_names, f"t-SNE, {task} / {method}, {split}, seed {run.seed}")
+        figures.append(FigureItem(f"tsne-{task}-{method}", f"t-SNE of features, {task} / {method} ({split})", png))
+    return figures
+
+
+def _ntk_figures(runs: Sequence[NtkRun], notes: list[str]) -> list[FigureItem]:
+    figures = []
+    for run in sorted(runs, key=lambda r: (r.task, r.state, str(r.path))):
+        tag = f"{run.task}-{run.state}-{run.path.name}"
+        spectra = _attempt(notes, f"NTK {run.path.name} spectra.npz", lambda r=run: r.spectra)
+        if spectra is None:
+            notes.append(f"NTK run {run.path.name}: no spectra.npz, singular values and heat maps skipped")
+            continue
+        svs = {k: spectra[f"{k}_sv"] for k in ("pre", "ft", "total") if f"{k}_sv" in spectra}
+        if svs:
+            png = plots.singular_value_figure(svs, f"Normalised singular values, {run.task} / {run.state}")
+            figures.append(FigureItem(f"ntk-sv-{tag}", f"σ_i / σ_1 of the kernels, {run.task} / {run.state}", png))
+        blocks = {k: spectra[f"{k}_nuclear"] for k in ("pre", "ft", "total") if f"{k}_nuclear" in spectra}
+        if blocks:
+            png = plots.nuclear_heatmap_figure(
+                blocks, spectra.get("labels_sorted"), f"Block nuclear norms, {run.task} / {run.state}"
+            )
+            figures.append(FigureItem(f"ntk-nuclear-{tag}", f"C×C block nuclear norms, {run.task} / {run.state}", png))
+        if not svs and not blocks:
+            notes.append(f"NTK run {run.path.name}: spectra.npz holds neither *_sv nor *_nuclear arrays")
+    return figures
+
+
+def build_sections(found: Discovered, cfg: ReportConfig) -> list[Section]:
+    """Compute every table and figure of the report for the runs found."""
+    runs = found.finetune
+    sections: list[Section] = []
+    if runs:
+        acc = Section("Accuracy", "Accuracy (%) per task and recipe; OOD and near-ID splits as evaluated by each run.")
+        acc.tables = accuracy_tables(runs)
+        norms = Section("Classifier norms", "Frobenius norm of the head V (bias excluded).")
+        norms.tables = [head_norm_table(runs)]
+        norms.figures = _head_norm_figures(runs, norms.notes)
+        feats = Section("Feature change", "How far training moved φ from the pre-trained features.")
+        feature_results = _feature_metrics(runs, feats.notes)
+        if feature_results:
+            feats.tables = [feature_table(runs, feature_results)]
+        if cfg.tsne:
+            feats.figures = _tsne_figures(runs, cfg, feats.notes)
+        else:
+            feats.notes.append("t-SNE disabled")
+        cal = Section("Calibration", "Temperature T fitted on val by NLL; metrics on every other split.")
+        calibration = _calibrations(runs, cfg, cal.notes)
+        if calibration:
+            cal.tables = [calibration_table(runs, calibration)]
+            cal.figures = _reliability_figures(runs, calibration, cal.notes)
+        sections += [acc, norms, feats, cal]
+    ntk = Section("NTK", "Pre-train-effective (P), FT-effective (F) and total kernels at the start of training.")
+    if found.ntk:
+        ntk.tables = [ntk_table(found.ntk), ntk_run_table(found.ntk)]
+        ntk.figures = _ntk_figures(found.ntk, ntk.notes)
+    else:
+        ntk.notes.append("no NTK run directories were given")
+    sections.append(ntk)
+    for s in sections:
+        if not s.tables and not s.figures and not s.notes:
+            s.notes.append("nothing to show for the runs given")
+    return sections
+
+
+def build_report(
+    paths: Iterable[str | Path], out: str | Path, config: ReportConfig | None = None, *, overwrite: bool = False
+) -> ReportResult:
+    """Write ``out/report.html``, ``out/tables/*.md|csv``, ``config.json`` and ``env.json``."""
+    cfg = config or ReportConfig()
+    paths = [Path(p) for p in paths]
+    found = discover_runs(paths)
+    out = prepare_run_dir(out, overwrite=overwrite, marker=REPORT_FILE)
+    say(f"report: {len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)")
+    sections = build_sections(found, cfg)
+    if found.notes:
+        sections[0].notes[:0] = found.notes
+    tables: list[Table] = [t for s in sections for t in s.tables]
+    for t in tables:
+        write_text(out / "tables" / f"{t.name}.md", t.to_markdown())
+        write_text(out / "tables" / f"{t.name}.csv", t.to_csv())
+    meta = [
+        f"{len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)",
+        "Inputs: " + ", ".join(str(p) for p in paths),
+    ]
+    html_path = write_text(out / REPORT_FILE, render_page("dynascope report", sections, meta))
+    write_json(
+        out / "config.json",
+        {
+            "inputs": [str(p) for p in paths],
+            "runs": [str(r.path) for r in found.finetune],
+            "ntk_runs": [str(r.path) for r in found.ntk],
+            "report": asdict(cfg),
+        },
+    )
+    write_json(out / "env.json", environment(cfg.seed))
+    return ReportResult(
+        html_path=html_path,
+        tables=[t.name for t in tables],
+        figures=[f.name for s in sections for f in s.figures],
+        notes=[n for s in sections for n in s.notes],
+    )
