@@ -56,7 +56,7 @@ def hf_trainer_ft(task_name: str, max_train: int, epochs: int) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    task, tokenizer, clf, train = _setup(task_name, max_train)
+    task, tokenizer, clf, _ = _setup(task_name, max_train)
 
     class Wrapped(torch.nn.Module):
         def __init__(self) -> None:

@@ -123,7 +123,7 @@ def test_lora_settings_validation() -> None:
 
 def test_resolve_model_errors(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ConfigError, match=r"no config\.json"):
         resolve_model(str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_model("./no/such/folder")

@@ -7,10 +7,12 @@ from pathlib import Path
 import torch
 
 WORDS = (
-    "the a of and to in is it that was not he she they we you i this be have do say get make go know take "
-    "see come think look want give use find tell ask work seem feel try leave call good new first last long "
-    "great little own other old right big high different small large next early young important few public bad"
-).split()
+    "the", "a", "of", "and", "to", "in", "is", "it", "that", "was", "not", "he", "she", "they", "we", "you",
+    "i", "this", "be", "have", "do", "say", "get", "make", "go", "know", "take", "see", "come", "think",
+    "look", "want", "give", "use", "find", "tell", "ask", "work", "seem", "feel", "try", "leave", "call",
+    "good", "new", "first", "last", "long", "great", "little", "own", "other", "old", "right", "big", "high",
+    "different", "small", "large", "next", "early", "young", "important", "few", "public", "bad",
+)
 
 
 def vocabulary() -> dict[str, int]:

@@ -70,7 +70,7 @@ def _columns(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def summarize(all_metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, method): every column as mean and std over seeds (population std, ddof = 0)."""
+    """One row per (task, method): every column as mean and sample std over seeds (ddof = 1; None for one seed)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for m in all_metrics:
         groups.setdefault((m["task"], m["method"]), []).append(m)
@@ -82,7 +82,8 @@ def summarize(all_metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for name in names:
             values = [cols.get(name) for cols in per_run]
             values = [v for v in values if v is not None]
-            row[name] = (float(np.mean(values)), float(np.std(values))) if values else None
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            row[name] = (float(np.mean(values)), std) if values else None
         rows.append(row)
     return rows
 
@@ -96,9 +97,11 @@ def _fmt(name: str, value: Any) -> str:
         return "–"
     if isinstance(value, tuple):
         mean, std = value
-        if "accuracy" in name or name.split()[-1] in ("mcc", "f1", "macro_f1"):
-            return f"{100 * mean:.2f} ± {100 * std:.2f}"
-        return f"{mean:.3g} ± {std:.2g}"
+        percent = "accuracy" in name or name.split()[-1] in ("mcc", "f1", "macro_f1")
+        shown = f"{100 * mean:.2f}" if percent else f"{mean:.3g}"
+        if std is None:
+            return shown
+        return f"{shown} ± {100 * std:.2f}" if percent else f"{shown} ± {std:.2g}"
     return str(value)
 
 

@@ -67,7 +67,7 @@ def scale_head(
             for key, label in (("diff", "Diff(F)"), ("cosine", "cos(φ, φ_pre)"), ("accuracy", f"{split} accuracy"),
                                ("final_norm", "‖V‖ final")):
                 values = [m[key] for m in measured]
-                row[label] = (float(np.mean(values)), float(np.std(values)))
+                row[label] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
             rows.append(row)
     write_text(out / "scale_head.md", to_markdown(rows))
     write_text(out / "scale_head.csv", to_csv(rows))
@@ -89,7 +89,7 @@ def curve_figure(rows: Sequence[dict[str, Any]], split: str) -> bytes:
         mine = [r for r in rows if r["method"] == method]
         s = np.array([r["head norm s"] for r in mine])
         mean = np.array([r["Diff(F)"][0] for r in mine])
-        std = np.array([r["Diff(F)"][1] for r in mine])
+        std = np.array([r["Diff(F)"][1] or 0.0 for r in mine])
         ax.plot(s, mean, marker="o", label=method)
         ax.fill_between(s, mean - std, mean + std, alpha=0.2)
     ax.set_xscale("log")
