@@ -21,6 +21,8 @@ import numpy as np
 from dynascope.errors import RunExistsError
 
 FINISHED_MARKER = "metrics.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -32,6 +34,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
     finally:
         if tmp.exists():
