@@ -1,0 +1,391 @@
+"""NTK benchmark: our blocked F kernel against the published approach and the torch.func recipe; trace estimators.
+
+F = J_g J_gᵀ (g = V·φ, all backbone parameters, random head) on N stratified CB training examples with the
+default model, C = 3, three ways, each in its own spawned process (wall time of the kernel computation, peak
+RSS of the process, max |difference| to ours):
+
+* ``ours``: ``dynascope.ntk.components.ntk_components`` (C VJPs per example, blocks packed into passes
+  within ``--memory-gb``, exact gather-aware word-embedding block, float64 Gram).
+* ``published``: a re-implementation of the published code's ``compute_ntk_ftE``: per block (non-word
+  embeddings, each layer's attention, each layer's intermediate+output), per example (batch size 1),
+  ``torch.autograd.functional.jacobian`` of φ (h outputs, reverse mode) w.r.t. the flattened block, projected
+  by V, then the per-block Gram. The published word-embedding block is a 10 % sample, so it is left out on
+  both sides of the difference (ours minus its exact word block). When the predicted full run exceeds 10
+  minutes (``--full-run-limit``), only ``--published-examples`` examples are run and the time is extrapolated
+  linearly in N (the cost is per example); the output says so, and the difference is taken on that subset.
+* ``torchfunc``: the PyTorch tutorial's Jacobian-contraction recipe (``jacrev`` of g for both example sets,
+  then ``einsum`` over parameters). ``vmap`` over examples fails on Hugging Face encoders (data-dependent
+  control flow in the attention-mask code), so the per-example Jacobians are taken in a Python loop; all of
+  them are held in memory (2·N·C·P floats), and the method is skipped when that exceeds ``--max-gb``.
+
+Trace estimators: tr(Θ^φ) at ``--trace-n`` examples (h = 384 outputs: the exact trace costs h VJPs per
+example) against Hutchinson and Hutch++ with 8–128 probes over ``--seeds`` seeds; tr(F) (C outputs) for each
+N, exact vs Hutchinson; and the crossover number of probes K* = m·c_vjp / c_jvp below which an estimator
+is cheaper than the exact trace (m outputs per example; both costs are linear in N).
+
+    python bench/ntk.py [--sizes 16,32,64] [--skip-published] [--skip-torchfunc] [--skip-traces]
+                        [--trace-n 64] [--probes 8,16,32,64,128] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from _common import markdown_table, measure, write_results
+
+TASK = "cb"
+MAX_LENGTH = 128
+TARGET_ERROR = 0.05
+
+
+def _setup(n: int) -> tuple[Any, dict]:
+    """The default model with a seeded random head (eval mode) and N stratified CB training examples."""
+    import torch
+
+    from dynascope.data import load_task, stratified_subset
+    from dynascope.data.encode import collate, encode_split
+    from dynascope.models import Classifier, load_backbone
+
+    torch.manual_seed(0)
+    task = load_task(TASK)
+    backbone, tokenizer = load_backbone("default", attn_implementation="eager")
+    clf = Classifier(backbone, task.num_labels, seed=0).eval()
+    idx = stratified_subset(task.train.labels, n, 0)
+    enc = encode_split(task.train.subset(idx), tokenizer, MAX_LENGTH)
+    return clf, collate(enc, list(range(len(enc))))
+
+
+def ours(n: int, memory_gb: float) -> dict:
+    """Our F (and its word-embedding block) with the kernel-computation seconds."""
+    from dynascope.ntk.components import ntk_components
+    from dynascope.ntk.functional import kernel_model
+
+    clf, batch = _setup(n)
+    started = time.perf_counter()
+    comp = ntk_components(kernel_model(clf), batch, memory_gb=memory_gb)
+    seconds = time.perf_counter() - started
+    return {"ft": comp.ft.numpy(), "word": comp.blocks["embeddings.word"].numpy(), "seconds": seconds}
+
+
+def _published_blocks(backbone: Any) -> dict[str, list[str]]:
+    """The published train×train partition without the (sampled) word block."""
+    from dynascope.ntk.blocks import default_block
+
+    word = backbone.get_input_embeddings().weight
+    blocks: dict[str, list[str]] = {}
+    for name, param in backbone.named_parameters():
+        if param is not word:
+            blocks.setdefault(default_block(name, None), []).append(name)
+    return blocks
+
+
+def published(n: int, k: int) -> dict:
+    """The published approach on the first ``k`` of the N examples: h-output reverse-mode Jacobian per block."""
+    import torch
+    from torch.func import functional_call
+
+    from dynascope.models.classifier import pool
+
+    clf, batch = _setup(n)
+    backbone, v = clf.backbone, clf.head.weight.detach()
+    c = v.shape[0]
+    params = {name: p.detach() for name, p in backbone.named_parameters()}
+    examples = []
+    for i in range(k):
+        length = int(batch["attention_mask"][i].sum())
+        examples.append({key: t[i : i + 1, :length] for key, t in batch.items()})
+    kernel = torch.zeros(k, c, k, c, dtype=torch.float32)  # the published code accumulates in float32
+    started = time.perf_counter()
+    for names in _published_blocks(backbone).values():
+        shapes = [params[name].shape for name in names]
+        flat0 = torch.cat([params[name].reshape(-1) for name in names])
+        rows = []
+        for ex in examples:
+
+            def phi(flat: torch.Tensor, ex: dict = ex, names: list = names, shapes: list = shapes) -> torch.Tensor:
+                pieces = torch.split(flat, [math.prod(s) for s in shapes])
+                update = {name: p.reshape(s) for name, p, s in zip(names, pieces, shapes, strict=True)}
+                out = functional_call(backbone, {**params, **update}, args=(), kwargs=ex)
+                return pool(out.last_hidden_state, ex["attention_mask"], "cls")[0]
+
+            jac = torch.autograd.functional.jacobian(phi, flat0)  # [h, P_b], h backward passes
+            rows.append(torch.einsum("ch,hp->cp", v, jac))
+            del jac
+        j = torch.stack(rows)
+        kernel += torch.einsum("ncp,mdp->ncmd", j, j)
+    seconds = time.perf_counter() - started
+    return {"ft_no_word": kernel.double().numpy(), "seconds": seconds, "examples": k}
+
+
+def torchfunc(n: int) -> dict:
+    """The torch.func tutorial recipe: jacrev of g for both sets (per-example loop), then einsum."""
+    import torch
+    from torch.func import functional_call, jacrev
+
+    from dynascope.models.classifier import pool
+
+    clf, batch = _setup(n)
+    backbone, v = clf.backbone, clf.head.weight.detach()
+    params = {name: p.detach() for name, p in backbone.named_parameters()}
+
+    def g_single(p: dict, ex: dict) -> torch.Tensor:
+        out = functional_call(backbone, p, args=(), kwargs=ex)
+        return pool(out.last_hidden_state, ex["attention_mask"], "cls")[0] @ v.T
+
+    def jacobians() -> list[torch.Tensor]:
+        jac = [jacrev(g_single)(params, {key: t[i : i + 1] for key, t in batch.items()}) for i in range(n)]
+        return [torch.stack([j[name] for j in jac]).flatten(2) for name in params]  # per parameter [N, C, P]
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        jac1, jac2 = jacobians(), jacobians()
+        kernel = torch.stack([torch.einsum("Naf,Mbf->NaMb", a, b) for a, b in zip(jac1, jac2, strict=True)]).sum(0)
+    seconds = time.perf_counter() - started
+    return {"ft": kernel.double().numpy(), "seconds": seconds}
+
+
+def trace_feature_kernel(n: int, probes: list[int], seeds: int) -> dict:
+    """tr(Θ^φ): exact (h VJPs per example) vs Hutchinson / Hutch++ per probe count and seed, with seconds."""
+    from dynascope.ntk.functional import kernel_model
+    from dynascope.ntk.trace import JacobianOperator, hutchinson_trace, hutchpp_trace
+
+    clf, batch = _setup(n)
+    op = JacobianOperator(kernel_model(clf), batch, output="features")
+    started = time.perf_counter()
+    exact = op.exact_trace(chunk=32)
+    out: dict[str, Any] = {"exact": exact, "exact_seconds": time.perf_counter() - started, "rows": []}
+    for k in probes:
+        for method, fn in (("hutchinson", hutchinson_trace), ("hutch++", hutchpp_trace)):
+            for seed in range(seeds):
+                started = time.perf_counter()
+                est = fn(op, k, seed)
+                out["rows"].append(
+                    {
+                        "method": method,
+                        "probes": k,
+                        "seed": seed,
+                        "estimate": est.estimate,
+                        "stderr": est.stderr,
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
+    return out
+
+
+def trace_ft(n: int, probes: int) -> dict:
+    """tr(F): exact (C VJPs per example) vs one Hutchinson estimate with ``probes`` probes."""
+    from dynascope.ntk.functional import kernel_model
+    from dynascope.ntk.trace import JacobianOperator, hutchinson_trace
+
+    clf, batch = _setup(n)
+    op = JacobianOperator(kernel_model(clf), batch)
+    started = time.perf_counter()
+    exact = op.exact_trace()
+    exact_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    est = hutchinson_trace(op, probes, 0)
+    return {
+        "exact": exact,
+        "exact_seconds": exact_seconds,
+        "estimate": est.estimate,
+        "stderr": est.stderr,
+        "estimate_seconds": time.perf_counter() - started,
+        "probes": probes,
+    }
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)))
+
+
+def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
+    """The F-kernel comparison for every N."""
+    results: dict[str, Any] = {}
+    rows = []
+    p_total = 22.7e6  # parameters of the default model, for the torch.func memory prediction
+    for n in args.sizes:
+        entry: dict[str, Any] = {}
+        mine = measure(ours, n, args.memory_gb)
+        ref = mine["value"]
+        entry["ours"] = {"seconds": ref["seconds"], "peak_rss_mb": mine["peak_rss_mb"], "max_abs_diff": 0.0}
+        if not args.skip_published:
+            k = min(n, args.published_examples)
+            run = measure(published, n, k)
+            predicted = run["value"]["seconds"] * n / k
+            if k < n and predicted <= args.full_run_limit:
+                run, k, predicted = measure(published, n, n), n, None
+            ours_sub = (ref["ft"] - ref["word"])[:k, :, :k, :]
+            entry["published"] = {
+                "seconds": run["value"]["seconds"] if k == n else predicted,
+                "peak_rss_mb": run["peak_rss_mb"],
+                "max_abs_diff": _max_abs(run["value"]["ft_no_word"], ours_sub),
+                "max_abs_kernel": float(np.max(np.abs(ours_sub))),
+                "extrapolated_from_examples": None if k == n else k,
+                "measured_seconds": run["value"]["seconds"],
+                "word_block": "excluded on both sides (sampled in the published code)",
+            }
+            entry["speedup_vs_published"] = entry["published"]["seconds"] / ref["seconds"]
+        if not args.skip_torchfunc:
+            need_gb = 2 * n * 3 * p_total * 4 / 2**30
+            if need_gb > args.max_gb:
+                entry["torchfunc"] = {"skipped": f"needs ≈ {need_gb:.1f} GB for 2·N·C·P float32 Jacobians"}
+            else:
+                run = measure(torchfunc, n)
+                entry["torchfunc"] = {
+                    "seconds": run["value"]["seconds"],
+                    "peak_rss_mb": run["peak_rss_mb"],
+                    "max_abs_diff": _max_abs(run["value"]["ft"], ref["ft"]),
+                }
+                entry["speedup_vs_torchfunc"] = run["value"]["seconds"] / ref["seconds"]
+        results[str(n)] = entry
+        for method in ("ours", "published", "torchfunc"):
+            m = entry.get(method)
+            if m is None:
+                continue
+            if "skipped" in m:
+                rows.append([n, method, None, None, None, m["skipped"]])
+                continue
+            note = (
+                f"extrapolated from {m['extrapolated_from_examples']} examples"
+                if m.get("extrapolated_from_examples")
+                else ""
+            )
+            if method == "published":
+                note = (note + "; " if note else "") + "word block excluded"
+            rows.append([n, method, m["seconds"], m["peak_rss_mb"], m["max_abs_diff"], note])
+        speed = [f"vs published ×{entry['speedup_vs_published']:.1f}" if "speedup_vs_published" in entry else ""]
+        speed.append(f"vs torch.func ×{entry['speedup_vs_torchfunc']:.1f}" if "speedup_vs_torchfunc" in entry else "")
+        rows.append([n, "speed-up of ours", None, None, None, ", ".join(s for s in speed if s)])
+    md = "## F kernel (CB, default model, C = 3, all backbone parameters)\n\n" + markdown_table(
+        ["N", "method", "seconds", "peak RSS (MB)", "max |Δ| vs ours", "note"], rows
+    )
+    return results, md
+
+
+def bench_traces(args: argparse.Namespace) -> tuple[dict, str]:
+    """Trace estimators: Θ^φ at --trace-n, tr(F) for each N, and the crossover."""
+    feature = measure(trace_feature_kernel, args.trace_n, args.probes, args.seeds)["value"]
+    exact = feature["exact"]
+    table = []
+    summary: dict[str, Any] = {}
+    for method in ("hutchinson", "hutch++"):
+        for k in args.probes:
+            runs = [r for r in feature["rows"] if r["method"] == method and r["probes"] == k]
+            errors = [abs(r["estimate"] - exact) / exact for r in runs]
+            seconds = float(np.mean([r["seconds"] for r in runs]))
+            summary[f"{method}/{k}"] = {"mean_rel_error": float(np.mean(errors)), "seconds": seconds}
+            table.append(
+                [method, k, float(np.mean(errors)), float(np.max(errors)), seconds, seconds / feature["exact_seconds"]]
+            )
+    h = 384
+    n = args.trace_n
+    c_vjp = feature["exact_seconds"] / (n * h)  # seconds per VJP row per example
+    hutch_runs = [r for r in feature["rows"] if r["method"] == "hutchinson"]
+    c_jvp = float(np.mean([r["seconds"] / (n * r["probes"]) for r in hutch_runs]))  # seconds per probe per example
+    ft_rows, ft_results = [], {}
+    for size in args.sizes:
+        r = measure(trace_ft, size, args.ft_probes)["value"]
+        ft_results[str(size)] = r
+        ft_rows.append(
+            [
+                size,
+                r["exact"],
+                r["exact_seconds"],
+                r["estimate"],
+                abs(r["estimate"] - r["exact"]) / r["exact"],
+                r["estimate_seconds"],
+            ]
+        )
+    k_star_phi, k_star_f = h * c_vjp / c_jvp, 3 * c_vjp / c_jvp
+    needed = {}
+    for method in ("hutchinson", "hutch++"):
+        good = [k for k in args.probes if summary[f"{method}/{k}"]["mean_rel_error"] <= TARGET_ERROR]
+        needed[method] = min(good) if good else None
+    largest = ft_results[str(max(args.sizes))]
+    ft_rel_stderr = largest["stderr"] / largest["exact"]
+    ft_needed = args.ft_probes * (ft_rel_stderr / TARGET_ERROR) ** 2  # the standard error ∝ 1/√K
+    crossover = {
+        "c_vjp_seconds": c_vjp,
+        "c_jvp_seconds": c_jvp,
+        "k_star_feature_kernel": k_star_phi,
+        "k_star_ft": k_star_f,
+        "target_rel_error": TARGET_ERROR,
+        "probes_needed_feature_kernel": needed,
+        "probes_needed_ft_estimate": ft_needed,
+        "n": n,
+        "C": 3,
+        "h": h,
+    }
+
+    def verdict(k: float | None, k_star: float) -> str:
+        if k is None:
+            return f"not reached within {max(args.probes)} probes"
+        return f"{k:.0f} probes needed, {'below' if k < k_star else 'above'} K* = {k_star:.0f}"
+
+    statement = (
+        f"One VJP row costs {c_vjp * 1e3:.1f} ms and one JVP probe {c_jvp * 1e3:.1f} ms per example, so an "
+        f"estimator with K probes is cheaper than the exact trace when K < K* = m·c_vjp/c_jvp (m outputs per "
+        f"example; both costs are linear in N, so K* does not depend on N). At N = {n}, C = 3, h = {h}, for "
+        f"{TARGET_ERROR:.0%} mean relative error: Θ^φ (m = h, K* ≈ {k_star_phi:.0f}): Hutchinson "
+        f"{verdict(needed['hutchinson'], k_star_phi)}; Hutch++ {verdict(needed['hutch++'], k_star_phi)}. "
+        f"F (m = C, K* ≈ {k_star_f:.1f}): Hutchinson needs ≈ {ft_needed:.0f} probes for a {TARGET_ERROR:.0%} "
+        f"relative standard error (from its standard error at {args.ft_probes} probes, N = {max(args.sizes)}), "
+        "so the exact trace "
+        f"{'wins' if ft_needed > k_star_f else 'loses'}."
+    )
+    crossover["statement"] = statement
+    md = (
+        f"## Trace of the feature kernel Θ^φ (N = {n}, h = {h}): "
+        f"exact {exact:.6g} in {feature['exact_seconds']:.1f} s\n\n"
+        + markdown_table(["method", "probes", "mean rel. error", "max rel. error", "seconds", "cost / exact"], table)
+        + f"\n## tr(F) (C = 3): exact vs Hutchinson with {args.ft_probes} probes\n\n"
+        + markdown_table(["N", "exact", "exact s", "estimate", "rel. error", "estimate s"], ft_rows)
+        + "\n## Crossover\n\n"
+        + statement
+        + "\n"
+    )
+    return {"feature_kernel": feature, "feature_summary": summary, "ft": ft_results, "crossover": crossover}, md
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="16,32,64", help="comma list of N (training examples)")
+    parser.add_argument("--memory-gb", type=float, default=4.0, help="our Jacobian-row budget")
+    parser.add_argument("--skip-published", action="store_true")
+    parser.add_argument("--skip-torchfunc", action="store_true")
+    parser.add_argument("--skip-traces", action="store_true")
+    parser.add_argument("--skip-kernels", action="store_true")
+    parser.add_argument("--published-examples", type=int, default=2, help="subset size when extrapolating")
+    parser.add_argument(
+        "--full-run-limit", type=float, default=600.0, help="extrapolate the published run when predicted above (s)"
+    )
+    parser.add_argument("--max-gb", type=float, default=12.0, help="skip torch.func when its Jacobians exceed this")
+    parser.add_argument("--trace-n", type=int, default=64)
+    parser.add_argument("--probes", default="8,16,32,64,128")
+    parser.add_argument("--ft-probes", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.probes = [int(s) for s in args.probes.split(",")]
+    os.environ.setdefault("DYNASCOPE_QUIET", "1")
+    data: dict[str, Any] = {"task": TASK, "model": "default", "max_length": MAX_LENGTH, "argv": vars(args)}
+    md = ""
+    if not args.skip_kernels:
+        data["kernels"], part = bench_kernels(args)
+        md += part
+    if not args.skip_traces:
+        data["traces"], part = bench_traces(args)
+        md += "\n" + part
+    json_path, md_path = write_results("ntk", data, md, "NTK kernels and trace estimators")
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
