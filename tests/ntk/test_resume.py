@@ -158,6 +158,11 @@ def test_ntk_command_writes_contract_and_resumes(
     assert (stats["kind"], stats["state"], stats["task"]) == ("ntk", state, "toy")
     assert stats["pre"]["rank"] <= 2 * 10 and 0 <= stats["ft_ratio"] <= 1.5
     assert stats["trace"]["hutchinson_ft"]["num_probes"] == 4
+    trace = stats["trace"]
+    assert trace["probes"] == 4 and trace["exact"] == pytest.approx(stats["ft"]["trace"])
+    assert trace["hutchinson"] == trace["hutchinson_ft"]["estimate"] and trace["stderr"] > 0
+    for key in ("pre", "ft", "total"):
+        assert set(stats[key]) >= {"rank", "frobenius", "acc_train", "acc_test"}
     assert ("lora_vs_ft" in stats["trace"]) == (state == "lora")
     spectra = np.load(tmp_path / "resumed" / "spectra.npz")
     assert spectra["total_nuclear"].shape == (10, 10) and spectra["ft_sv"][0] == 1.0

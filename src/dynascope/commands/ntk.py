@@ -45,7 +45,7 @@ class NTKConfig:
     pooling: str = "cls"
     max_length: int = 128
     memory_gb: float = 4.0
-    probes: int = 0
+    probes: int = 16
     solvers: tuple[str, ...] = ("paper", "ridge", "logistic")
 
     def __post_init__(self) -> None:
@@ -163,10 +163,15 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
         }
         for block, k in comp.blocks.items()
     }
-    trace: dict[str, Any] = {"exact_ft": stats["ft"]["trace"]}
+    for key in ("pre", "ft", "total"):  # the paper's "Acc" under the short names
+        stats[key]["acc_train"] = stats[key].get("paper_row_acc_train")
+        stats[key]["acc_test"] = stats[key].get("paper_row_acc_test")
+    trace: dict[str, Any] = {"exact": stats["ft"]["trace"], "exact_ft": stats["ft"]["trace"], "probes": config.probes}
     if config.probes:
         op = JacobianOperator(model, train)
         trace["hutchinson_ft"] = hutchinson_trace(op, config.probes, config.seed).to_dict()
+        trace["hutchinson"] = trace["hutchinson_ft"]["estimate"]
+        trace["stderr"] = trace["hutchinson_ft"]["stderr"]
         trace["hutchpp_ft"] = hutchpp_trace(op, max(6, config.probes), config.seed).to_dict()
         trace["hutchinson_feature_kernel"] = hutchinson_trace(
             JacobianOperator(model, train, output="features"), config.probes, config.seed
@@ -258,7 +263,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--memory-gb", type=float, default=4.0, help="budget for per-example Jacobian rows (default 4)")
-    p.add_argument("--probes", type=int, default=0, help="Hutchinson / Hutch++ probes for trace estimates (0: none)")
+    p.add_argument("--probes", type=int, default=16, help="Hutchinson / Hutch++ probes for trace estimates (0: none)")
     p.add_argument(
         "--solvers", default="paper,ridge,logistic", help="comma list of kernel solvers (paper, ridge, logistic)"
     )
