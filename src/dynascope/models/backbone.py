@@ -121,8 +121,27 @@ def resolve_model(spec: str) -> str:
     return spec  # a hub id; from_pretrained reports network failures itself
 
 
+def _from_pretrained(auto: type, where: str, attn_implementation: str) -> nn.Module:
+    """``auto.from_pretrained`` without the pooling layer where the class has one; SDPA falls back to eager
+    for architectures without it (eager is never replaced: JVP code paths rely on it)."""
+    kwargs = {"attn_implementation": attn_implementation, "dtype": torch.float32}
+    try:
+        try:
+            return auto.from_pretrained(where, add_pooling_layer=False, **kwargs)
+        except TypeError:
+            return auto.from_pretrained(where, **kwargs)
+    except ValueError as exc:
+        if attn_implementation == "sdpa" and "sdpa" in str(exc).lower():
+            return _from_pretrained(auto, where, "eager")
+        raise
+
+
 def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> tuple[nn.Module, object]:
-    """Load an encoder (no pooling layer) and its tokenizer, in float32 and eval mode."""
+    """Load an encoder (no pooling layer) and its tokenizer, in float32 and eval mode.
+
+    ``attn_implementation="sdpa"`` is faster for training and inference; keep ``"eager"`` (the default) wherever
+    forward-mode AD or ``vmap`` runs.
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -131,14 +150,7 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
     where = resolve_model(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        try:
-            model = AutoModel.from_pretrained(
-                where, attn_implementation=attn_implementation, add_pooling_layer=False, dtype=torch.float32
-            )
-        except TypeError:
-            model = AutoModel.from_pretrained(
-                where, attn_implementation=attn_implementation, dtype=torch.float32
-            )
+        model = _from_pretrained(AutoModel, where, attn_implementation)
     except OSError as exc:
         raise ConfigError(
             f"could not load model {spec!r} ({exc.__class__.__name__}: {exc}). Offline, pass 'default', "

@@ -168,7 +168,7 @@ def run(
     torch.manual_seed(config.seed)
 
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
-    backbone, tokenizer = load_backbone(config.model)
+    backbone, tokenizer = load_backbone(config.model, attn_implementation="sdpa")  # no JVPs in training
     encode = lambda split: encode_split(split, tokenizer, config.max_length)  # noqa: E731
     train_enc = encode(task.train)
     evals = {key: encode(split) for key, split in eval_splits(task, config.max_eval, config.seed).items()}
