@@ -1,0 +1,242 @@
+"""``dynascope dynamics train`` (looped SA on Sudoku) and ``dynascope dynamics analyze RUN_DIR``.
+
+``train`` reads boards built by ``dynascope sudoku build --out DIR`` (``--sudoku-dir DIR``); settings come
+from flags, or from a YAML/JSON file of ``TrainConfig`` fields (``--config``; flags override it).
+``analyze`` writes ``analysis.json`` and ``figures/*.png`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynascope import runio
+from dynascope.commands.common import add_common
+from dynascope.dynamics.analyze import AnalysisConfig, analyze_model, plot_accuracy, plot_eigenvalues, plot_traces
+from dynascope.dynamics.layers import NORM_KINDS
+from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
+from dynascope.dynamics.regularizers import REGULARIZERS
+from dynascope.dynamics.sudoku import SPLIT_NAMES, load_split
+from dynascope.dynamics.train import TrainConfig, load_run, train_run
+from dynascope.errors import ConfigError, DataError
+from dynascope.progress import say
+
+ANALYSIS_FILE = "analysis.json"
+
+_MODEL_FLAGS = {
+    "model": "model",
+    "width": "width",
+    "heads": "heads",
+    "osc_size": "osc_size",
+    "norm": "norm",
+    "eta": "eta",
+    "init_omg": "init_omg",
+    "readout_size": "readout_size",
+}
+_TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "loop_steps",
+    "regularizer",
+    "reg_weight",
+    "seed",
+    "n_train",
+    "n_eval",
+    "eval_batch",
+    "device",
+)
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    """A YAML or JSON mapping of ``TrainConfig`` fields (``model`` a nested mapping)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping of training settings, found {type(data).__name__}")
+    return data
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of a ``dynamics train`` command line."""
+    data = _load_config_file(args.config) if args.config else {}
+    model = dict(data.pop("model", {}) or {})
+    model.update({key: getattr(args, flag) for flag, key in _MODEL_FLAGS.items() if getattr(args, flag) is not None})
+    if args.orthogonal_vo:
+        model["orthogonal_vo"] = True
+    data.update({key: getattr(args, key) for key in _TRAIN_FLAGS if getattr(args, key) is not None})
+    if args.eval_steps is not None:
+        data["eval_steps"] = _int_list(args.eval_steps, "--eval-steps")
+    try:
+        return TrainConfig(model=ModelConfig(**model), **data)
+    except TypeError as exc:
+        raise ConfigError(f"unknown training setting: {exc}") from exc
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: expected comma-separated integers, found {text!r}") from exc
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    sudoku_dir = Path(args.sudoku_dir)
+    splits = {name: load_split(sudoku_dir, name) for name in ("easy_train", "easy_test", "hard_test")}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    metrics = train_run(
+        config,
+        splits["easy_train"],
+        splits["easy_test"],
+        splits["hard_test"],
+        args.out,
+        overwrite=args.overwrite,
+        extra={"sudoku_dir": str(sudoku_dir), "train_split": "easy_train", "id": "easy_test", "ood": "hard_test"},
+    )
+    acc = metrics["board_accuracy"]
+    for name in ("id", "ood"):
+        print(f"{name}: " + "  ".join(f"T={t}: {100 * v:.1f}%" for t, v in acc[name].items()))
+    return 0
+
+
+def analyze_run_dir(
+    run_dir: str | Path,
+    config: AnalysisConfig,
+    sudoku_dir: str | Path | None = None,
+    split: str = "easy_test",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Analyse a finished run on the first boards of ``split``; writes analysis.json and figures/."""
+    run_dir = Path(run_dir)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        say("CUDA is not available: analysing on cpu")
+        device = "cpu"
+    train_config, model, record = load_run(run_dir, device)
+    source = sudoku_dir or record.get("sudoku_dir")
+    if source is None:
+        raise DataError("the run does not record its Sudoku directory; pass --sudoku-dir", path=run_dir)
+    boards = load_split(source, split)
+    puzzles = torch.as_tensor(boards.puzzles[: config.boards], dtype=torch.long)
+    result = analyze_model(model, puzzles, config)
+    result["split"] = split
+    result["model"] = train_config.model.to_dict()
+    runio.write_json(run_dir / ANALYSIS_FILE, result)
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    name = run_dir.name
+    plot_eigenvalues(result["boards"], f"{name}: eigenvalues of J at t={config.t_jacobian}").savefig(
+        figures / "eigenvalues.png", dpi=120
+    )
+    plot_traces(result["boards"], name).savefig(figures / "energy.png", dpi=120)
+    metrics = runio.read_json(run_dir / runio.FINISHED_MARKER)
+    plot_accuracy(metrics["board_accuracy"], f"{name}: board accuracy vs T").savefig(
+        figures / "accuracy_vs_T.png", dpi=120
+    )
+    return result
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in (
+            "boards",
+            "t_jacobian",
+            "lyap_steps",
+            "trace_steps",
+            "dense_max",
+            "exact_max_dim",
+            "eig_k",
+            "benettin_k",
+            "seed",
+        )
+        if getattr(args, key) is not None
+    }
+    if args.full_mean:
+        fields["full_mean"] = True
+    if args.ci_times is not None:
+        fields["ci_times"] = _int_list(args.ci_times, "--ci-times")
+    elif args.trace_steps is not None:
+        fields["ci_times"] = tuple(t for t in AnalysisConfig.ci_times if t <= args.trace_steps)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = analyze_run_dir(args.run_dir, AnalysisConfig(**fields), args.sudoku_dir, args.split, args.device)
+    s = result["summary"]
+    say(f"wrote {Path(args.run_dir) / ANALYSIS_FILE}")
+    print(
+        f"lyapunov max {s['lyapunov_max']:.4f} mean {s['lyapunov_mean']:.4f}  ‖J‖₂ {s['spectral_norm']:.4f}  "
+        f"max|λ| {s['max_abs_eigenvalue']:.4f}  Prop. 5.1 bound holds: {s['bound_holds']}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dynamics train`` and ``dynamics analyze``."""
+    parser = sub.add_parser("dynamics", help="looped self-attention on Sudoku: train, analyse the dynamics")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+
+    train = actions.add_parser("train", help="train ItrSA / AKOrN / symmetric SA on Sudoku and evaluate vs T")
+    add_common(train, data=False)
+    train.add_argument("--sudoku-dir", required=True, help="boards built by `dynascope sudoku build --out DIR`")
+    train.add_argument("--config", help="YAML/JSON file of TrainConfig fields; flags override it")
+    train.add_argument("--model", choices=MODEL_KINDS)
+    train.add_argument("--norm", choices=NORM_KINDS)
+    train.add_argument("--width", type=int, help="state width D")
+    train.add_argument("--heads", type=int, help="attention heads H")
+    train.add_argument("--osc-size", type=int, help="oscillator size N")
+    train.add_argument("--eta", type=float, help="initial step size η (learnable)")
+    train.add_argument("--init-omg", type=float, help="AKOrN's initial frequency ω")
+    train.add_argument("--readout-size", type=int, help="readout components per channel (0: osc size)")
+    train.add_argument("--orthogonal-vo", action="store_true", help="orthogonal W^V, W^O (needed by e_multi)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--loop-steps", type=int, help="training loop count T")
+    train.add_argument("--eval-steps", help="comma-separated test loop counts (default 8,16,32,64,128)")
+    train.add_argument("--regularizer", choices=REGULARIZERS)
+    train.add_argument("--reg-weight", type=float, help="λ of the regularizer")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--n-train", type=int, help="use the first n training boards (0: all)")
+    train.add_argument("--n-eval", type=int, help="use the first n boards of each test set (0: all)")
+    train.add_argument("--eval-batch", type=int)
+    train.add_argument("--device", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.set_defaults(func=_train)
+
+    analyze = actions.add_parser("analyze", help="Jacobian spectra, Lyapunov exponents and energies of a run")
+    analyze.add_argument("run_dir", help="a finished `dynamics train` run directory")
+    add_common(analyze, data=False, out=False)
+    analyze.add_argument("--sudoku-dir", help="boards (default: the run's own)")
+    analyze.add_argument("--split", choices=SPLIT_NAMES, default="easy_test", help="boards to analyse")
+    analyze.add_argument("--boards", type=int, help="how many boards (default 1)")
+    analyze.add_argument("--t-jacobian", type=int, help="loop step of the one-step Jacobian (default 16)")
+    analyze.add_argument("--lyap-steps", type=int, help="horizon of the Lyapunov exponents (default 16)")
+    analyze.add_argument("--trace-steps", type=int, help="steps of the energy / CI traces (default 64)")
+    analyze.add_argument("--ci-times", help="comma-separated steps for the contribution index")
+    analyze.add_argument("--dense-max", type=int, help="largest n for dense eigenvalues (default 4096)")
+    analyze.add_argument("--exact-max-dim", type=int, help="largest n for exact Lyapunov (default 4096)")
+    analyze.add_argument("--eig-k", type=int, help="eigenvalues by Arnoldi above --dense-max (default 128)")
+    analyze.add_argument("--benettin-k", type=int, help="exponents by Benettin above --exact-max-dim (default 64)")
+    analyze.add_argument(
+        "--full-mean", action="store_true", help="mean exponent by full-rank Benettin where the product cannot"
+    )
+    analyze.add_argument("--seed", type=int)
+    analyze.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    analyze.add_argument("--threads", type=int, help="torch CPU threads")
+    analyze.set_defaults(func=_analyze)

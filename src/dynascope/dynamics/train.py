@@ -1,0 +1,320 @@
+"""Training and evaluation of the looped SA models on Sudoku (paper note §5.1, AKOrN's recipe).
+
+Loss: cross-entropy over all 81 cells at the last of ``loop_steps`` steps, plus λ·regularizer. Adam,
+gradient norm clipped to 1.0, EMA of weights (β = 0.995, updated every 10 steps after step 100; before
+that the EMA copies the weights), evaluation with the EMA model. Board accuracy is read out at every T of
+``eval_steps`` from one trajectory per board (same initial noise for every T), on easy test (ID) and hard
+test (OOD).
+
+Runs are directories: ``config.json``, ``env.json``, ``metrics.json`` (written last: its presence marks
+a finished run), ``model.safetensors`` (the EMA weights, the evaluated model). ``checkpoint.pt`` is written
+atomically after every epoch; rerunning into the same directory resumes from it. Data order and initial
+noise of epoch e come from a generator seeded by (seed, e), so a resumed run reproduces the weights of an
+uninterrupted one exactly (same device and threads). Steps with a non-finite loss are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dynascope import runio
+from dynascope.dynamics.models import LoopedSA, ModelConfig, build_model
+from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
+from dynascope.errors import ConfigError, DataError
+from dynascope.progress import progress, say
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class Boards(Protocol):
+    """Any split with int arrays ``puzzles`` [N, 81] (0 = blank) and ``solutions`` [N, 81] (1–9)."""
+
+    puzzles: np.ndarray
+    solutions: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe; ``n_train``/``n_eval`` = 0 use every board of the split (else the first n)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1e-3
+    loop_steps: int = 16
+    eval_steps: tuple[int, ...] = (8, 16, 32, 64, 128)
+    regularizer: str = "none"
+    reg_weight: float = 0.0
+    seed: int = 0
+    grad_clip: float = 1.0
+    ema_beta: float = 0.995
+    ema_every: int = 10
+    ema_start: int = 100
+    n_train: int = 0
+    n_eval: int = 0
+    eval_batch: int = 500
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig(**self.model))
+        object.__setattr__(self, "eval_steps", tuple(int(t) for t in self.eval_steps))
+        for name in ("epochs", "batch_size", "loop_steps", "ema_every", "eval_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("n_train", "n_eval", "ema_start", "seed"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.eval_steps or min(self.eval_steps) < 1:
+            raise ConfigError(f"eval_steps must be positive loop counts, got {self.eval_steps!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.regularizer not in REGULARIZERS:
+            raise ConfigError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if self.reg_weight < 0:
+            raise ConfigError(f"reg_weight must be >= 0, got {self.reg_weight}")
+        if self.regularizer in ("e_single", "e_multi") and self.model.model not in ("itrsa", "akorn"):
+            raise ConfigError(f"{self.regularizer} needs model itrsa or akorn, got {self.model.model!r}")
+        if self.regularizer == "e_single" and self.model.heads != 1:
+            raise ConfigError(f"e_single needs heads=1, got heads={self.model.heads}")
+        if self.regularizer == "e_multi" and not self.model.orthogonal_vo:
+            raise ConfigError("e_multi needs orthogonal W^V, W^O: set model.orthogonal_vo=True")
+        if not self.device.startswith(("cpu", "cuda")):
+            raise ConfigError(f"device must be cpu or cuda[:i], got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for config.json)."""
+        out = asdict(self)
+        out["eval_steps"] = list(self.eval_steps)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``."""
+        return cls(**data)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``: independent of whether earlier epochs ran in this process."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _as_tensors(split: Boards, limit: int, name: str) -> tuple[Tensor, Tensor]:
+    puzzles = torch.as_tensor(np.asarray(split.puzzles), dtype=torch.long)
+    solutions = torch.as_tensor(np.asarray(split.solutions), dtype=torch.long)
+    if puzzles.ndim != 2 or puzzles.shape[1] != 81 or puzzles.shape != solutions.shape:
+        raise DataError(
+            f"expected puzzles and solutions of shape [N, 81]; found {tuple(puzzles.shape)} and "
+            f"{tuple(solutions.shape)}",
+            field=name,
+        )
+    if len(puzzles) == 0:
+        raise DataError("split is empty", field=name)
+    if limit:
+        puzzles, solutions = puzzles[:limit], solutions[:limit]
+    return puzzles, solutions
+
+
+def board_and_cell_accuracy(logits: Tensor, puzzles: Tensor, solutions: Tensor) -> tuple[float, float]:
+    """Board accuracy (every blank correct) and blank-cell accuracy, via the Sudoku module's metrics."""
+    from dynascope.dynamics.sudoku import board_accuracy, cell_accuracy
+
+    pred = (logits.argmax(-1) + 1).cpu().numpy().astype(np.int8)
+    sol, puz = solutions.cpu().numpy().astype(np.int8), puzzles.cpu().numpy().astype(np.int8)
+    return float(board_accuracy(pred, sol, puz)), float(cell_accuracy(pred, sol, puz))
+
+
+@torch.no_grad()
+def evaluate(
+    model: LoopedSA,
+    puzzles: Tensor,
+    solutions: Tensor,
+    steps: Sequence[int],
+    batch: int = 500,
+    seed: int = 0,
+) -> dict[str, dict[int, float]]:
+    """Board and cell accuracy at every T in ``steps``, reading out one trajectory per board."""
+    model.eval()
+    device = next(model.parameters()).device
+    grid = sorted(set(int(t) for t in steps))
+    gen = torch.Generator().manual_seed(seed)
+    logits: dict[int, list[Tensor]] = {t: [] for t in grid}
+    for start in range(0, len(puzzles), batch):
+        pz = puzzles[start : start + batch].to(device)
+        c = model.conditioning(pz)
+        x = model.init_state(pz, gen)
+        for t in range(1, grid[-1] + 1):
+            x = model.step(x, c)
+            if t in logits:
+                logits[t].append(model.readout(x).cpu())
+    board: dict[int, float] = {}
+    cell: dict[int, float] = {}
+    for t in grid:
+        board[t], cell[t] = board_and_cell_accuracy(torch.cat(logits[t]), puzzles, solutions)
+    return {"board": board, "cell": cell}
+
+
+def _ema_update(ema: LoopedSA, model: LoopedSA, step: int, config: TrainConfig) -> None:
+    """Copy the weights up to ``ema_start``; afterwards blend every ``ema_every`` steps with β."""
+    with torch.no_grad():
+        if step <= config.ema_start:
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.copy_(pm)
+        elif step % config.ema_every == 0:
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1.0 - config.ema_beta)
+
+
+def _model_summary(model: LoopedSA) -> dict[str, float]:
+    """Learned scalars worth reporting: η, max|γ|, ω (AKOrN)."""
+    out = {"eta": float(model.eta.detach()), "gamma_max": model.norm.gamma_max()}
+    omega = getattr(model, "omega", None)
+    if omega is not None:
+        out["omega"] = float(omega.omega().detach())
+    return out
+
+
+def train_run(
+    config: TrainConfig,
+    train: Boards,
+    id_test: Boards,
+    ood_test: Boards,
+    out: str | Path,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` on ``train``, evaluate the EMA model on ID/OOD test across T; returns metrics.
+
+    ``extra`` is stored in config.json beside the recipe (e.g. where the data came from). ``on_epoch(epoch,
+    loss)`` is called after each epoch's checkpoint is written.
+    """
+    out = runio.prepare_run_dir(out, overwrite)
+    record = {"train": config.to_dict(), **(extra or {})}
+    ckpt_path = out / CHECKPOINT
+    if overwrite:
+        for stale in (CHECKPOINT, runio.FINISHED_MARKER, "analysis.json"):
+            (out / stale).unlink(missing_ok=True)
+    if ckpt_path.exists() and not overwrite and (out / "config.json").exists():
+        previous = runio.read_json(out / "config.json").get("train")
+        if previous != config.to_dict():
+            raise ConfigError(f"{out} holds a checkpoint of a different config; use another --out or --overwrite")
+    runio.write_json(out / "config.json", record)
+    runio.write_json(out / "env.json", runio.environment(config.seed))
+
+    device = torch.device(config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu")
+    if device.type != config.device.split(":")[0]:
+        say(f"{config.device} is not available: training on cpu")
+    puzzles, solutions = _as_tensors(train, config.n_train, "train")
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    ema = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    losses: list[float] = []
+    regs: list[float] = []
+    seconds: list[float] = []
+    step, start_epoch, skipped = 0, 0, 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step, start_epoch, skipped = int(state["step"]), int(state["epoch"]), int(state["skipped"])
+        losses, regs, seconds = list(state["train_loss"]), list(state["train_reg"]), list(state["epoch_seconds"])
+        say(f"resuming {out} after epoch {start_epoch}")
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        gen = _epoch_generator(config.seed, epoch)
+        order = torch.randperm(len(puzzles), generator=gen)
+        total, total_reg, batches = 0.0, 0.0, 0
+        for start in progress(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}"):
+            idx = order[start : start + config.batch_size]
+            pz, sol = puzzles[idx].to(device), solutions[idx].to(device)
+            logits = model(pz, config.loop_steps, generator=gen)
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
+            reg = regularizer(model, config.regularizer) if config.reg_weight > 0 else ce.new_zeros(())
+            loss = ce + config.reg_weight * reg
+            step += 1
+            if not torch.isfinite(loss):
+                skipped += 1
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            _ema_update(ema, model, step, config)
+            total, total_reg, batches = total + ce.item(), total_reg + reg.item(), batches + 1
+        losses.append(total / batches if batches else float("nan"))
+        regs.append(total_reg / batches if batches else float("nan"))
+        seconds.append(time.perf_counter() - t0)
+        runio.write_torch(
+            ckpt_path,
+            {
+                "epoch": epoch + 1,
+                "step": step,
+                "skipped": skipped,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "train_loss": losses,
+                "train_reg": regs,
+                "epoch_seconds": seconds,
+            },
+        )
+        say(f"epoch {epoch + 1}: loss {losses[-1]:.4f} ({seconds[-1]:.1f} s)")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, losses[-1])
+
+    t0 = time.perf_counter()
+    accuracy: dict[str, dict[int, float]] = {}
+    cells: dict[str, dict[int, float]] = {}
+    for name, split in (("id", id_test), ("ood", ood_test)):
+        pz, sol = _as_tensors(split, config.n_eval, name)
+        res = evaluate(ema, pz, sol, config.eval_steps, config.eval_batch, seed=config.seed + 1)
+        accuracy[name], cells[name] = res["board"], res["cell"]
+    metrics = {
+        "board_accuracy": accuracy,
+        "cell_accuracy": cells,
+        "train_loss": losses,
+        "train_reg": regs,
+        "epoch_seconds": seconds,
+        "eval_seconds": time.perf_counter() - t0,
+        "optimizer_steps": step,
+        "skipped_nonfinite_steps": skipped,
+        "n_train": len(puzzles),
+        **_model_summary(ema),
+    }
+    runio.write_safetensors(out / "model.safetensors", ema.state_dict())
+    runio.write_json(out / runio.FINISHED_MARKER, metrics)
+    ckpt_path.unlink(missing_ok=True)
+    return metrics
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, LoopedSA, dict[str, Any]]:
+    """Rebuild a finished run's (EMA) model: returns (recipe, model in eval mode, full config.json)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "model.safetensors"):
+        if not (run_dir / name).exists():
+            raise DataError(f"not a finished dynamics run: {name} is missing", path=run_dir)
+    record = runio.read_json(run_dir / "config.json")
+    config = TrainConfig.from_dict(record["train"])
+    model = build_model(config.model)
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    return config, model.to(device).eval(), record

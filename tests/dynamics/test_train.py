@@ -1,0 +1,159 @@
+"""Training, resume, the CLI (train + analyze) and the smoke ``reproduce dynamics`` end to end."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dynascope import runio
+from dynascope.cli import main
+from dynascope.dynamics.models import ModelConfig
+from dynascope.dynamics.sudoku import SudokuSplit, random_cell_maps, relabel_digits
+from dynascope.dynamics.train import TrainConfig, evaluate, load_run, train_run
+from dynascope.errors import ConfigError
+
+BASE = np.array([(3 * (r % 3) + r // 3 + c) % 9 + 1 for r in range(9) for c in range(9)], dtype=np.int8)
+
+
+def boards(n: int, givens: int, seed: int) -> SudokuSplit:
+    """``n`` valid solved grids (base grid under random symmetries), each with ``givens`` cells revealed."""
+    rng = np.random.default_rng(seed)
+    perms = np.argsort(rng.random((n, 9)), axis=1) + 1
+    grids = relabel_digits(np.tile(BASE, (n, 1)), perms)
+    solutions = np.take_along_axis(grids, random_cell_maps(rng, n), axis=1).astype(np.int8)
+    keep = np.argsort(rng.random((n, 81)), axis=1) < givens
+    puzzles = np.where(keep, solutions, 0).astype(np.int8)
+    return SudokuSplit(
+        puzzles=puzzles,
+        solutions=solutions,
+        source_line=np.zeros(n, dtype=np.int32),
+        num_givens=np.full(n, givens, dtype=np.int16),
+    )
+
+
+TRAIN, ID, OOD = boards(120, 40, 0), boards(20, 40, 1), boards(20, 25, 2)
+
+
+def tiny(epochs: int = 2, **fields) -> TrainConfig:
+    model = ModelConfig(model="itrsa", width=8, heads=2, osc_size=4, norm="rms_token")
+    settings = {"batch_size": 20, "lr": 1e-2, "loop_steps": 3, "eval_steps": (1, 3, 6), "ema_start": 4, **fields}
+    return TrainConfig(model=model, epochs=epochs, **settings)
+
+
+def test_synthetic_boards_are_valid() -> None:
+    for row in TRAIN.solutions[:5].reshape(5, 9, 9):
+        for unit in (*row, *row.T, *(row[r : r + 3, c : c + 3].ravel() for r in (0, 3, 6) for c in (0, 3, 6))):
+            assert sorted(unit.tolist()) == list(range(1, 10))
+
+
+def test_training_reduces_loss_and_writes_the_run(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    metrics = train_run(tiny(epochs=4), TRAIN, ID, OOD, tmp_path / "run")
+    losses = metrics["train_loss"]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.05
+    for name in ("config.json", "env.json", "metrics.json", "model.safetensors"):
+        assert (tmp_path / "run" / name).exists()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert set(metrics["board_accuracy"]) == {"id", "ood"}
+    assert set(metrics["board_accuracy"]["ood"]) == {1, 3, 6}
+    assert all(0.0 <= v <= 1.0 for v in metrics["cell_accuracy"]["id"].values())
+    # the saved EMA model reproduces the evaluation
+    config, model, record = load_run(tmp_path / "run")
+    assert record["train"] == config.to_dict()
+    res = evaluate(
+        model,
+        torch.as_tensor(OOD.puzzles).long(),
+        torch.as_tensor(OOD.solutions).long(),
+        (1, 3, 6),
+        seed=config.seed + 1,
+    )
+    assert res["board"] == metrics["board_accuracy"]["ood"]
+    # a finished run is not silently overwritten
+    with pytest.raises(Exception, match="finished run"):
+        train_run(tiny(epochs=4), TRAIN, ID, OOD, tmp_path / "run")
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    config = tiny(epochs=3, regularizer="spec", reg_weight=1e-3)
+    full = train_run(config, TRAIN, ID, OOD, tmp_path / "full")
+
+    def stop(epoch: int, loss: float) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, TRAIN, ID, OOD, tmp_path / "cut", on_epoch=stop)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(ConfigError):
+        train_run(tiny(epochs=3), TRAIN, ID, OOD, tmp_path / "cut")  # another config may not resume it
+    resumed = train_run(config, TRAIN, ID, OOD, tmp_path / "cut")
+    assert resumed["train_loss"] == full["train_loss"]
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["board_accuracy"] == full["board_accuracy"]
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        tiny(regularizer="e_multi", reg_weight=1.0)  # needs orthogonal_vo
+    with pytest.raises(ConfigError):
+        tiny(regularizer="e_single", reg_weight=1.0)  # needs one head
+    with pytest.raises(ConfigError):
+        tiny(eval_steps=())
+    with pytest.raises(ConfigError):
+        tiny(lr=0.0)
+    assert TrainConfig.from_dict(tiny().to_dict()) == tiny()
+
+
+def test_cli_train_and_analyze(tmp_path: Path) -> None:
+    data = tmp_path / "sudoku"
+    for name, split in (("easy_train", TRAIN), ("easy_test", ID), ("hard_test", OOD)):
+        runio.write_npz(data / f"{name}.npz", split.arrays())
+    run = tmp_path / "run"
+    flags = "--model akorn --norm rms_osc --width 8 --heads 2 --osc-size 4 --epochs 1 --batch-size 40"
+    flags += " --loop-steps 2 --eval-steps 2,4 --threads 1 --quiet"
+    rc = main(["dynamics", "train", "--sudoku-dir", str(data), "--out", str(run), *flags.split()])
+    assert rc == 0
+    assert runio.read_json(run / "config.json")["train"]["model"]["model"] == "akorn"
+    flags = "--t-jacobian 2 --lyap-steps 2 --trace-steps 2 --threads 1 --quiet"
+    rc = main(["dynamics", "analyze", str(run), *flags.split()])
+    assert rc == 0
+    analysis = runio.read_json(run / "analysis.json")
+    board = analysis["boards"][0]
+    assert analysis["null_dims"] == 81 * 2
+    assert board["lyapunov"]["unresolved"] == 81 * 2
+    assert len(board["eigenvalues"]["real"]) == 648
+    assert not board["normalization_bound"]["applies"]  # AKOrN: Ω and Proj change the chain rule
+    for fig in ("eigenvalues.png", "energy.png", "accuracy_vs_T.png"):
+        assert (run / "figures" / fig).stat().st_size > 1000
+
+
+def test_reproduce_smoke_end_to_end(tmp_path: Path) -> None:
+    if not os.environ.get("DYNASCOPE_DATA"):
+        pytest.skip("DYNASCOPE_DATA is unset: the smoke reproduction builds boards from the real 17-clue pool")
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    rc = main(["reproduce", "dynamics", "--preset", "smoke", "--out", str(tmp_path / "study"), "--quiet"])
+    seconds = time.perf_counter() - start
+    assert rc == 0
+    study = tmp_path / "study"
+    results = runio.read_json(study / "results.json")
+    assert set(results["runs"]) == {"itrsa_none", "itrsa_rms", "itrsa_rms_spec", "akorn", "akorn_rms", "akorn_spec"}
+    text = (study / "results.md").read_text()
+    assert "Board accuracy vs T, OOD" in text and "Lyapunov" in text
+    checks = (study / "checks.md").read_text()
+    assert sum(checks.count(f"**{word}**") for word in ("yes", "no", "n/a")) >= 10
+    for fig in ("accuracy_vs_T.png", "eigenvalues.png", "energy.png"):
+        assert (study / "figures" / fig).exists()
+    assert seconds < 120, f"smoke reproduction took {seconds:.0f} s"
