@@ -6,6 +6,7 @@ leaves a half-written result behind.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -142,3 +143,12 @@ def write_torch(path: str | Path, obj: Any) -> Path:
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write raw bytes (e.g. a PNG) atomically."""
     return _atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -8,14 +8,13 @@ from flags, or from a YAML/JSON file of ``TrainConfig`` fields (``--config``; fl
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dynascope import runio
-from dynascope.commands.common import add_common
+from dynascope.commands.common import add_common, load_config_file
 from dynascope.dynamics.analyze import AnalysisConfig, analyze_model, plot_accuracy, plot_eigenvalues, plot_traces
 from dynascope.dynamics.layers import NORM_KINDS
 from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
@@ -52,29 +51,9 @@ _TRAIN_FLAGS = (
 )
 
 
-def _load_config_file(path: str) -> dict[str, Any]:
-    """A YAML or JSON mapping of ``TrainConfig`` fields (``model`` a nested mapping)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping of training settings, found {type(data).__name__}")
-    return data
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The ``TrainConfig`` of a ``dynamics train`` command line."""
-    data = _load_config_file(args.config) if args.config else {}
+    data = load_config_file(args.config, "training settings") if args.config else {}
     model = dict(data.pop("model", {}) or {})
     model.update({key: getattr(args, flag) for flag, key in _MODEL_FLAGS.items() if getattr(args, flag) is not None})
     if args.orthogonal_vo:

