@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    set_quiet(bool(getattr(args, "quiet", False)))
+    if getattr(args, "quiet", False):  # --quiet adds to DYNASCOPE_QUIET=1, never overrides it
+        set_quiet(True)
     try:
         return int(args.func(args) or 0)
     except DynascopeError as exc:
