@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from dynascope.analysis.calibration import ReliabilityData
 
-DPI = 100
+DPI = 80  # keeps a full reproduction's self-contained page well under 2 MB
 
 
 def _png(fig: Figure) -> bytes:
