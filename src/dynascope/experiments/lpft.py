@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ class Preset:
 LP_PROTOCOLS = {
     "cv-accuracy (paper)": ProbeSettings(protocol="cv", scoring="accuracy"),
     "cv-logloss": ProbeSettings(protocol="cv", scoring="neg_log_loss"),
+    "fixed C = 1": ProbeSettings(protocol="fixed", C=1.0),
     "gd (no regularisation)": ProbeSettings(protocol="gd", gd_steps=2000, gd_lr=0.5),
 }
 
@@ -119,12 +121,13 @@ def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None
 
     plan = preset.tasks[0]
     dirs = {}
-    for i, (name, settings) in enumerate(preset.lp_protocols.items()):
-        where = out / "lp-protocols" / f"protocol{i}"
-        if not (where / "metrics.json").exists():
+    for name, settings in preset.lp_protocols.items():
+        where = out / "lp-protocols" / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        done = (where / "metrics.json").exists() and read_json(where / "config.json")["lp"] == settings.to_dict()
+        if not done:
             config = RunConfig(task=plan.task, method="lp-ft", seed=plan.seeds[0], model=model, epochs=plan.epochs,
                                max_train=plan.max_train, max_eval=plan.max_eval, lp=settings)
-            run(config, where, data_dir=data_dir)
+            run(config, where, data_dir=data_dir, overwrite=True)
         dirs[name] = where
     return dirs
 
