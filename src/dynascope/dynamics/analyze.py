@@ -10,7 +10,9 @@ weights and C fixed (the state map only, not the readout: note §6.7). Per board
   for ItrSA-type updates only
   (ΔX = C + MSA(X)), since AKOrN's Ω and Proj change the chain rule;
 - Lyapunov exponents of the ``lyap_steps``-step map from X^(0): exact (SVD of the chained Jacobian) when
-  n ≤ ``exact_max_dim``, else Benettin top-``benettin_k``. null_dims = number of normalised blocks
+  n ≤ ``exact_max_dim``, else Benettin top-``benettin_k`` after ``benettin_sweeps`` forward–backward
+  sweeps (which make Benettin return the same finite-T exponents as the exact route). null_dims = number
+  of normalised blocks
   (S·D/N: S for token-wise norms, S·D/N for oscillator-wise, 0 without norm): each block has an exact
   radial null direction, and the mean exponent leaves those out. The exact product cannot resolve exponents
   below about λ_max − ln(1/(n·eps))/T (≈ λ_max − 1.7 at T = 16): they come out −inf and so does ``mean``;
@@ -69,6 +71,7 @@ class AnalysisConfig:
     exact_max_dim: int = 4096
     eig_k: int = 128
     benettin_k: int = 64
+    benettin_sweeps: int = 2
     power_iters: int = 300
     full_mean: bool = False
     seed: int = 0
@@ -78,6 +81,8 @@ class AnalysisConfig:
         for name in ("boards", "t_jacobian", "lyap_steps", "trace_steps", "eig_k", "benettin_k", "power_iters"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if int(self.benettin_sweeps) < 0:
+            raise ConfigError(f"benettin_sweeps must be >= 0, got {self.benettin_sweeps!r}")
         if any(t < 0 or t > self.trace_steps for t in self.ci_times):
             raise ConfigError(f"ci_times must lie in [0, trace_steps={self.trace_steps}], got {self.ci_times}")
 
@@ -196,7 +201,9 @@ def analyze_board(model: LoopedSA, puzzles: Tensor, config: AnalysisConfig, seed
             mean_benettin = full.mean
     else:
         k_b = min(config.benettin_k, n - nulls)
-        lyap = lyapunov_benettin(maps.step, x0, config.lyap_steps, k=k_b, seed=seed, null_dims=nulls)
+        lyap = lyapunov_benettin(
+            maps.step, x0, config.lyap_steps, k=k_b, seed=seed, null_dims=nulls, sweeps=config.benettin_sweeps
+        )
 
     energy, cos, own_energy = [], [], []
     for x in states[: min(config.trace_steps + 1, finite)]:
