@@ -6,7 +6,9 @@ Every benchmark writes ``bench/results/<name>.json`` (machine, threads, versions
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +42,16 @@ def measure(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():  # killed (e.g. by the OOM killer) before it could report
+                raise RuntimeError(
+                    f"{getattr(fn, '__name__', fn)}: the child process died with exit code {proc.exitcode} "
+                    "(a negative code is the signal; -9 is usually the out-of-memory killer)"
+                ) from None
     proc.join()
     if result["error"]:
         raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in the child process: {result['error']}")
@@ -58,6 +69,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def read_previous(name: str) -> dict[str, Any]:
+    """The last ``<name>.json`` (empty when there is none): sections a run skips are carried over from it."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_results(name: str, data: dict[str, Any], markdown: str, title: str) -> tuple[Path, Path]:

@@ -16,15 +16,18 @@ RSS of the process, max |difference| to ours):
 * ``torchfunc``: the PyTorch tutorial's Jacobian-contraction recipe (``jacrev`` of g for both example sets,
   then ``einsum`` over parameters). ``vmap`` over examples fails on Hugging Face encoders (data-dependent
   control flow in the attention-mask code), so the per-example Jacobians are taken in a Python loop; all of
-  them are held in memory (2·N·C·P floats), and the method is skipped when that exceeds ``--max-gb``.
+  them are held in memory (N·C·P floats: both example sets are the same N examples, so the Jacobians are
+  computed once). Where that exceeds ``--max-gb`` the method is not run and its time is extrapolated linearly
+  in N from the largest N it ran at (the Jacobians dominate; the output says so).
 
 Trace estimators: tr(Θ^φ) at ``--trace-n`` examples (h = 384 outputs: the exact trace costs h VJPs per
-example) against Hutchinson and Hutch++ with 8–128 probes over ``--seeds`` seeds; tr(F) (C outputs) for each
+example) against Hutchinson (nested prefixes of one probe sequence per seed, ``--seeds``) and Hutch++
+(``--hutchpp-seeds``) with ``--probes`` probes; tr(F) (C outputs) for each
 N, exact vs Hutchinson; and the crossover number of probes K* = m·c_vjp / c_jvp below which an estimator
 is cheaper than the exact trace (m outputs per example; both costs are linear in N).
 
     python bench/ntk.py [--sizes 16,32,64] [--skip-published] [--skip-torchfunc] [--skip-traces]
-                        [--trace-n 64] [--probes 8,16,32,64,128] [--seeds 3]
+                        [--trace-n 64] [--probes 8,16,32] [--seeds 3] [--hutchpp-seeds 2]
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from _common import markdown_table, measure, write_results
+from _common import markdown_table, measure, read_previous, write_results
+from dynascope.runio import environment
 
 TASK = "cb"
 MAX_LENGTH = 128
@@ -124,7 +128,8 @@ def published(n: int, k: int) -> dict:
 
 
 def torchfunc(n: int) -> dict:
-    """The torch.func tutorial recipe: jacrev of g for both sets (per-example loop), then einsum."""
+    """The torch.func tutorial recipe: jacrev of g (per-example loop), then einsum; since both example sets
+    are the same N examples here, the Jacobians are computed once (the tutorial computes them per set)."""
     import torch
     from torch.func import functional_call, jacrev
 
@@ -144,37 +149,72 @@ def torchfunc(n: int) -> dict:
 
     started = time.perf_counter()
     with torch.no_grad():
-        jac1, jac2 = jacobians(), jacobians()
-        kernel = torch.stack([torch.einsum("Naf,Mbf->NaMb", a, b) for a, b in zip(jac1, jac2, strict=True)]).sum(0)
+        jac = jacobians()
+        kernel = torch.stack([torch.einsum("Naf,Mbf->NaMb", a, a) for a in jac]).sum(0)
     seconds = time.perf_counter() - started
     return {"ft": kernel.double().numpy(), "seconds": seconds}
 
 
-def trace_feature_kernel(n: int, probes: list[int], seeds: int) -> dict:
-    """tr(Θ^φ): exact (h VJPs per example) vs Hutchinson / Hutch++ per probe count and seed, with seconds."""
+def nested_hutchinson(op: Any, probes: list[int], seed: int, chunk: int = 8) -> list[dict]:
+    """Hutchinson estimates for every K in ``probes`` from the prefixes of one seeded probe sequence.
+
+    The probes are drawn in chunks exactly as ``hutchinson_trace(op, K, seed, chunk)`` draws them, so each
+    prefix estimate equals that call's result; its ``seconds`` is the measured time of the chunks it uses.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    samples: list[float] = []
+    chunk_seconds: list[float] = []
+    while len(samples) < max(probes):
+        k = min(chunk, max(probes) - len(samples))
+        started = time.perf_counter()
+        out = op.jvp(op.rademacher(k, generator)).double()
+        samples += out.pow(2).sum(dim=(1, 2)).tolist()
+        chunk_seconds.append(time.perf_counter() - started)
+    rows = []
+    for k in probes:
+        z = np.array(samples[:k])
+        rows.append(
+            {
+                "method": "hutchinson",
+                "probes": k,
+                "seed": seed,
+                "estimate": float(z.mean()),
+                "stderr": float(z.std(ddof=1) / math.sqrt(k)),
+                "seconds": float(sum(chunk_seconds[: math.ceil(k / chunk)])),
+            }
+        )
+    return rows
+
+
+def trace_feature_kernel(n: int, probes: list[int], seeds: int, hutchpp_seeds: int) -> dict:
+    """tr(Θ^φ): exact (all h output rows per example) vs Hutchinson (nested prefixes, ``seeds`` seeds) and
+    Hutch++ (one run per probe count, ``hutchpp_seeds`` seeds), with seconds."""
     from dynascope.ntk.functional import kernel_model
-    from dynascope.ntk.trace import JacobianOperator, hutchinson_trace, hutchpp_trace
+    from dynascope.ntk.trace import JacobianOperator, hutchpp_trace
 
     clf, batch = _setup(n)
     op = JacobianOperator(kernel_model(clf), batch, output="features")
     started = time.perf_counter()
-    exact = op.exact_trace(chunk=32)
+    exact = op.exact_trace()
     out: dict[str, Any] = {"exact": exact, "exact_seconds": time.perf_counter() - started, "rows": []}
+    for seed in range(seeds):
+        out["rows"] += nested_hutchinson(op, probes, seed)
     for k in probes:
-        for method, fn in (("hutchinson", hutchinson_trace), ("hutch++", hutchpp_trace)):
-            for seed in range(seeds):
-                started = time.perf_counter()
-                est = fn(op, k, seed)
-                out["rows"].append(
-                    {
-                        "method": method,
-                        "probes": k,
-                        "seed": seed,
-                        "estimate": est.estimate,
-                        "stderr": est.stderr,
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
+        for seed in range(hutchpp_seeds):
+            started = time.perf_counter()
+            est = hutchpp_trace(op, k, seed)
+            out["rows"].append(
+                {
+                    "method": "hutch++",
+                    "probes": k,
+                    "seed": seed,
+                    "estimate": est.estimate,
+                    "stderr": est.stderr,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
     return out
 
 
@@ -209,6 +249,7 @@ def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
     results: dict[str, Any] = {}
     rows = []
     p_total = 22.7e6  # parameters of the default model, for the torch.func memory prediction
+    last_torchfunc: tuple[int, float] | None = None  # (N, seconds) of the largest torch.func run
     for n in args.sizes:
         entry: dict[str, Any] = {}
         mine = measure(ours, n, args.memory_gb)
@@ -232,9 +273,19 @@ def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
             }
             entry["speedup_vs_published"] = entry["published"]["seconds"] / ref["seconds"]
         if not args.skip_torchfunc:
-            need_gb = 2 * n * 3 * p_total * 4 / 2**30
-            if need_gb > args.max_gb:
-                entry["torchfunc"] = {"skipped": f"needs ≈ {need_gb:.1f} GB for 2·N·C·P float32 Jacobians"}
+            need_gb = n * 3 * p_total * 4 / 2**30
+            if need_gb > args.max_gb and last_torchfunc is None:
+                entry["torchfunc"] = {"skipped": f"needs ≈ {need_gb:.1f} GB for N·C·P float32 Jacobians"}
+            elif need_gb > args.max_gb:
+                n0, s0 = last_torchfunc
+                entry["torchfunc"] = {
+                    "seconds": s0 * n / n0,
+                    "peak_rss_mb": None,
+                    "max_abs_diff": None,
+                    "extrapolated_from_n": n0,
+                    "not_run": f"needs ≈ {need_gb:.1f} GB for N·C·P float32 Jacobians (> --max-gb {args.max_gb:g})",
+                }
+                entry["speedup_vs_torchfunc"] = entry["torchfunc"]["seconds"] / ref["seconds"]
             else:
                 run = measure(torchfunc, n)
                 entry["torchfunc"] = {
@@ -243,6 +294,7 @@ def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
                     "max_abs_diff": _max_abs(run["value"]["ft"], ref["ft"]),
                 }
                 entry["speedup_vs_torchfunc"] = run["value"]["seconds"] / ref["seconds"]
+                last_torchfunc = (n, run["value"]["seconds"])
         results[str(n)] = entry
         for method in ("ours", "published", "torchfunc"):
             m = entry.get(method)
@@ -256,6 +308,8 @@ def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
                 if m.get("extrapolated_from_examples")
                 else ""
             )
+            if m.get("extrapolated_from_n"):
+                note = f"not run ({m['not_run']}); time extrapolated linearly from N = {m['extrapolated_from_n']}"
             if method == "published":
                 note = (note + "; " if note else "") + "word block excluded"
             rows.append([n, method, m["seconds"], m["peak_rss_mb"], m["max_abs_diff"], note])
@@ -270,7 +324,7 @@ def bench_kernels(args: argparse.Namespace) -> tuple[dict, str]:
 
 def bench_traces(args: argparse.Namespace) -> tuple[dict, str]:
     """Trace estimators: Θ^φ at --trace-n, tr(F) for each N, and the crossover."""
-    feature = measure(trace_feature_kernel, args.trace_n, args.probes, args.seeds)["value"]
+    feature = measure(trace_feature_kernel, args.trace_n, args.probes, args.seeds, args.hutchpp_seeds)["value"]
     exact = feature["exact"]
     table = []
     summary: dict[str, Any] = {}
@@ -367,21 +421,25 @@ def main() -> None:
     )
     parser.add_argument("--max-gb", type=float, default=12.0, help="skip torch.func when its Jacobians exceed this")
     parser.add_argument("--trace-n", type=int, default=64)
-    parser.add_argument("--probes", default="8,16,32,64,128")
+    parser.add_argument("--probes", default="8,16,32", help="probe counts (Θ^φ); Hutch++ rounds down to 3·k")
     parser.add_argument("--ft-probes", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="Hutchinson seeds (nested probe prefixes)")
+    parser.add_argument("--hutchpp-seeds", type=int, default=2, help="Hutch++ seeds (one run per probe count)")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.probes = [int(s) for s in args.probes.split(",")]
     os.environ.setdefault("DYNASCOPE_QUIET", "1")
     data: dict[str, Any] = {"task": TASK, "model": "default", "max_length": MAX_LENGTH, "argv": vars(args)}
-    md = ""
-    if not args.skip_kernels:
-        data["kernels"], part = bench_kernels(args)
-        md += part
-    if not args.skip_traces:
-        data["traces"], part = bench_traces(args)
-        md += "\n" + part
+    previous = read_previous("ntk")
+    sections = (("kernels", args.skip_kernels, bench_kernels), ("traces", args.skip_traces, bench_traces))
+    for section, skip, run in sections:
+        if not skip:
+            data[section], data[f"{section}_md"] = run(args)
+            data[f"{section}_environment"] = environment()
+        elif section in previous:  # a section skipped now keeps its numbers from the run that measured it
+            for key in (section, f"{section}_md", f"{section}_environment"):
+                data[key] = previous.get(key)
+    md = "\n".join(data[f"{section}_md"] for section in ("kernels", "traces") if data.get(f"{section}_md"))
     json_path, md_path = write_results("ntk", data, md, "NTK kernels and trace estimators")
     print(md)
     print(f"wrote {json_path} and {md_path}")
