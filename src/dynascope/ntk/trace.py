@@ -10,8 +10,9 @@ zero Jacobian), gathered into ``inputs_embeds`` tangents.
 * :func:`hutchpp_trace`: Hutch++ (Meyer, Musco, Musco & Woodruff 2021) on A = JᵀJ: a third of the
   matrix–vector budget sketches the range (Q = orth(A S), A S = Jᵀ(J S)), the trace on it is exact
   (‖J Q‖²_F), and Hutchinson runs on the deflated rest.
-* :meth:`JacobianOperator.exact_trace`: Σ_x ‖J_x‖²_F with m VJPs per example (m = C for F, h for Θ^φ —
-  where the estimators win).
+* :meth:`JacobianOperator.exact_trace`: Σ_x ‖J_x‖²_F from m backward passes per example (m = C for F, h for
+  Θ^φ), by ghost norms (``method="ghost"``, :mod:`dynascope.ntk.ghost`: activation gradients only, no weight
+  gradient formed) or by pulling every row back to all parameter gradients (``method="vjp"``).
 
 Forward-mode AD needs ``attn_implementation="eager"`` (``kernel_model`` refuses SDPA).
 """
@@ -28,6 +29,7 @@ from torch import Tensor
 from dynascope.errors import ConfigError
 from dynascope.ntk.blocks import resolve_partition
 from dynascope.ntk.functional import WORD, Batch, KernelModel, example_jvp, example_vjp, examples
+from dynascope.ntk.ghost import ghost_trace
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,16 @@ class JacobianOperator:
                 out[WORD].index_add_(1, torch.searchsorted(self.rows, ex.input_ids), g_embeds)
         return out
 
-    def exact_trace(self, chunk: int = 64) -> float:
-        """Σ_x ‖J_x‖²_F in float64: m VJPs per example (vmapped ``chunk`` at a time)."""
+    def exact_trace(self, chunk: int = 64, method: str = "ghost") -> float:
+        """Σ_x ‖J_x‖²_F in float64 from m backward passes per example, vmapped ``chunk`` rows at a time.
+
+        ``method="ghost"`` (default) contracts activation gradients with layer inputs (ghost norms, no weight
+        gradient formed); ``method="vjp"`` pulls each row back to every parameter gradient and sums squares.
+        """
+        if method == "ghost":
+            return ghost_trace(self.model, self.examples, self.names, self.output, chunk)
+        if method != "vjp":
+            raise ConfigError(f"exact trace method must be 'ghost' or 'vjp', got {method!r}")
         m = self.num_outputs
         eye = torch.eye(m, dtype=self.model.weight.dtype)
         total = 0.0
