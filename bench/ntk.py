@@ -20,11 +20,11 @@ RSS of the process, max |difference| to ours):
   computed once). Where that exceeds ``--max-gb`` the method is not run and its time is extrapolated linearly
   in N from the largest N it ran at (the Jacobians dominate; the output says so).
 
-Trace estimators: tr(Θ^φ) at ``--trace-n`` examples (h = 384 outputs: the exact trace costs h VJPs per
-example) against Hutchinson (nested prefixes of one probe sequence per seed, ``--seeds``) and Hutch++
-(``--hutchpp-seeds``) with ``--probes`` probes; tr(F) (C outputs) for each
-N, exact vs Hutchinson; and the crossover number of probes K* = m·c_vjp / c_jvp below which an estimator
-is cheaper than the exact trace (m outputs per example; both costs are linear in N).
+Trace estimators: tr(Θ^φ) at ``--trace-n`` examples (h = 384 outputs: the exact trace, by ghost norms,
+back-propagates all h rows per example) against Hutchinson (nested prefixes of one probe sequence per seed,
+``--seeds``) and Hutch++ (``--hutchpp-seeds``) with ``--probes`` probes; tr(F) (C outputs) for each N, exact
+vs Hutchinson; and the crossover number of probes K* = c_exact / c_probe (seconds per example of the exact
+trace and of one probe; both linear in N) below which an estimator is cheaper than the exact trace.
 
     python bench/ntk.py [--sizes 16,32,64] [--skip-published] [--skip-torchfunc] [--skip-traces]
                         [--trace-n 64] [--probes 8,16,32] [--seeds 3] [--hutchpp-seeds 2]
@@ -339,7 +339,7 @@ def bench_traces(args: argparse.Namespace) -> tuple[dict, str]:
             )
     h = 384
     n = args.trace_n
-    c_vjp = feature["exact_seconds"] / (n * h)  # seconds per VJP row per example
+    c_exact = feature["exact_seconds"] / n  # seconds of the exact (ghost-norm) trace per example, all h rows
     hutch_runs = [r for r in feature["rows"] if r["method"] == "hutchinson"]
     c_jvp = float(np.mean([r["seconds"] / (n * r["probes"]) for r in hutch_runs]))  # seconds per probe per example
     ft_rows, ft_results = [], {}
@@ -356,17 +356,18 @@ def bench_traces(args: argparse.Namespace) -> tuple[dict, str]:
                 r["estimate_seconds"],
             ]
         )
-    k_star_phi, k_star_f = h * c_vjp / c_jvp, 3 * c_vjp / c_jvp
+    largest = ft_results[str(max(args.sizes))]
+    k_star_phi = c_exact / c_jvp
+    k_star_f = args.ft_probes * largest["exact_seconds"] / largest["estimate_seconds"]
     needed = {}
     for method in ("hutchinson", "hutch++"):
         good = [k for k in args.probes if summary[f"{method}/{k}"]["mean_rel_error"] <= TARGET_ERROR]
         needed[method] = min(good) if good else None
-    largest = ft_results[str(max(args.sizes))]
     ft_rel_stderr = largest["stderr"] / largest["exact"]
     ft_needed = args.ft_probes * (ft_rel_stderr / TARGET_ERROR) ** 2  # the standard error ∝ 1/√K
     crossover = {
-        "c_vjp_seconds": c_vjp,
-        "c_jvp_seconds": c_jvp,
+        "exact_seconds_per_example": c_exact,
+        "probe_seconds_per_example": c_jvp,
         "k_star_feature_kernel": k_star_phi,
         "k_star_ft": k_star_f,
         "target_rel_error": TARGET_ERROR,
@@ -383,15 +384,16 @@ def bench_traces(args: argparse.Namespace) -> tuple[dict, str]:
         return f"{k:.0f} probes needed, {'below' if k < k_star else 'above'} K* = {k_star:.0f}"
 
     statement = (
-        f"One VJP row costs {c_vjp * 1e3:.1f} ms and one JVP probe {c_jvp * 1e3:.1f} ms per example, so an "
-        f"estimator with K probes is cheaper than the exact trace when K < K* = m·c_vjp/c_jvp (m outputs per "
-        f"example; both costs are linear in N, so K* does not depend on N). At N = {n}, C = 3, h = {h}, for "
-        f"{TARGET_ERROR:.0%} mean relative error: Θ^φ (m = h, K* ≈ {k_star_phi:.0f}): Hutchinson "
-        f"{verdict(needed['hutchinson'], k_star_phi)}; Hutch++ {verdict(needed['hutch++'], k_star_phi)}. "
-        f"F (m = C, K* ≈ {k_star_f:.1f}): Hutchinson needs ≈ {ft_needed:.0f} probes for a {TARGET_ERROR:.0%} "
-        f"relative standard error (from its standard error at {args.ft_probes} probes, N = {max(args.sizes)}), "
-        "so the exact trace "
-        f"{'wins' if ft_needed > k_star_f else 'loses'}."
+        f"The exact trace of Θ^φ costs {c_exact:.2f} s per example (all h = {h} output rows, ghost norms) and "
+        f"one JVP probe {c_jvp * 1e3:.0f} ms per example, so an estimator with K probes is cheaper when "
+        f"K < K* = c_exact/c_probe ≈ {k_star_phi:.0f}; both costs are linear in N, so K* does not depend on N, and "
+        f"c_exact grows with the number of outputs m (h for Θ^φ, C for F) while c_probe does not. At N = {n} "
+        f"for {TARGET_ERROR:.0%} mean relative error: Hutchinson {verdict(needed['hutchinson'], k_star_phi)}; "
+        f"Hutch++ {verdict(needed['hutch++'], k_star_phi)}. For F (m = C = 3) the measured K* at "
+        f"N = {max(args.sizes)} is {k_star_f:.1f} probes, while Hutchinson needs ≈ {ft_needed:.0f} probes for a "
+        f"{TARGET_ERROR:.0%} relative standard error (from its standard error at {args.ft_probes} probes), so "
+        f"the exact trace {'wins' if ft_needed > k_star_f else 'loses'}: small-output traces should be exact, "
+        "wide ones (feature kernels, h in the hundreds) estimated."
     )
     crossover["statement"] = statement
     md = (
