@@ -71,7 +71,7 @@ class AnalysisConfig:
     exact_max_dim: int = 4096
     eig_k: int = 128
     benettin_k: int = 64
-    benettin_sweeps: int = 2
+    benettin_sweeps: int = 3
     power_iters: int = 300
     full_mean: bool = False
     seed: int = 0

@@ -165,7 +165,7 @@ def lyapunov_benettin(
     q0: torch.Tensor | None = None,
     rank_rtol: float | None = None,
     sweeps: int = 0,
-    oversample: int = 10,
+    oversample: int | None = None,
 ) -> LyapunovResult:
     """Top-k exponents by Benettin's method: k tangent vectors pushed by batched JVPs, QR every ``qr_every`` steps.
 
@@ -180,7 +180,8 @@ def lyapunov_benettin(
     approached as O(1/T) by both routes). ``sweeps`` > 0 removes that bias: each sweep pushes the basis
     forward through the T steps (JVPs) and back (VJPs), with a QR after every step, which is one step of
     subspace iteration on JᵀJ for the T-step Jacobian J; it aligns the start with the top-k right singular
-    subspace. With sweeps the basis carries ``oversample`` extra vectors (k' = min(n, k + oversample)), so
+    subspace. With sweeps the basis carries ``oversample`` extra vectors (default max(10, k); k' = min(n, k +
+    oversample)), so
     the misalignment shrinks by (sigma_{k'+1}/sigma_k)^(2 * sweeps): close exponents around k do not slow it.
     The measuring pass then returns the singular values of the T-step Jacobian
     restricted to that subspace (Rayleigh-Ritz on the k x k product of its QR factors) instead of the QR
@@ -198,6 +199,7 @@ def lyapunov_benettin(
         q0 = torch.randn(n, k, generator=gen, dtype=torch.float64)
     elif tuple(q0.shape) != (n, k):
         raise ValueError(f"q0 must have shape (n, k) = ({n}, {k}); found {tuple(q0.shape)}")
+    oversample = max(10, k) if oversample is None else oversample
     if sweeps < 0 or oversample < 0:
         raise ValueError(f"sweeps and oversample must be >= 0; found {sweeps}, {oversample}")
     if sweeps and q0.shape[1] < min(n, k + oversample):
