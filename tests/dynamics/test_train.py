@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from dynascope.dynamics.models import ModelConfig
 from dynascope.dynamics.sudoku import SudokuSplit, random_cell_maps, relabel_digits
 from dynascope.dynamics.train import TrainConfig, evaluate, load_run, train_run
 from dynascope.errors import ConfigError
+from dynascope.experiments.dynamics import check_metric
 
 BASE = np.array([(3 * (r % 3) + r // 3 + c) % 9 + 1 for r in range(9) for c in range(9)], dtype=np.int8)
 
@@ -143,9 +143,10 @@ def test_reproduce_smoke_end_to_end(tmp_path: Path) -> None:
     if not os.environ.get("DYNASCOPE_DATA"):
         pytest.skip("DYNASCOPE_DATA is unset: the smoke reproduction builds boards from the real 17-clue pool")
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    rc = main(["reproduce", "dynamics", "--preset", "smoke", "--out", str(tmp_path / "study"), "--quiet"])
-    seconds = time.perf_counter() - start
+    docs = tmp_path / "docs"
+    rc = main(
+        ["reproduce", "dynamics", "--preset", "smoke", "--out", str(tmp_path / "study"), "--quiet", "--docs", str(docs)]
+    )
     assert rc == 0
     study = tmp_path / "study"
     results = runio.read_json(study / "results.json")
@@ -154,6 +155,23 @@ def test_reproduce_smoke_end_to_end(tmp_path: Path) -> None:
     assert "Board accuracy vs T, OOD" in text and "Lyapunov" in text
     checks = (study / "checks.md").read_text()
     assert sum(checks.count(f"**{word}**") for word in ("yes", "no", "n/a")) >= 10
+    assert "Accuracy compared below: **" in checks
     for fig in ("accuracy_vs_T.png", "eigenvalues.png", "energy.png"):
         assert (study / "figures" / fig).exists()
-    assert seconds < 120, f"smoke reproduction took {seconds:.0f} s"
+        assert (docs / "figures" / fig).read_bytes() == (study / "figures" / fig).read_bytes()
+    assert (docs / "checks.md").read_text() == checks
+    stages = runio.read_json(study / "stage_seconds.json")
+    assert set(stages) == set(results["runs"]) and all(v["analysis"] > 0 for v in stages.values())
+
+
+def test_checks_compare_cell_accuracy_only_when_no_board_is_solved() -> None:
+    def row(board: float, cell: float) -> dict:
+        return {
+            "metrics": {
+                "board_accuracy": {"id": {"16": 0.0}, "ood": {"16": board}},
+                "cell_accuracy": {"id": {"16": cell}, "ood": {"16": cell}},
+            }
+        }
+
+    assert check_metric([row(0.0, 0.2), row(0.0, 0.3)]) == "cell_accuracy"
+    assert check_metric([row(0.0, 0.2), row(0.01, 0.3)]) == "board_accuracy"

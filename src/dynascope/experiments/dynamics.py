@@ -15,39 +15,31 @@ one head) and ItrSA + E-multi (λ = 1e-4, orthogonal W^V, W^O). Table S.2's λ v
 Presets:
 - ``smoke``: D = 8, H = 2, N = 4, T = 4, 240 training boards, 1 epoch, eval T ∈ {2, 4, 8} on 40 + 40
   boards, analysis with n = 648 (dense eigenvalues, exact Lyapunov). For the end-to-end test.
-- ``quick``: D = 24, H = 4, N = 4, T = 16, batch 100, lr 1e-3, 3000 easy training boards × 16 epochs
-  (480 optimizer steps per model; the no-norm ItrSA: 1 epoch = 30 steps), eval T ∈ {8, 16, 32, 64, 128}
-  on 300 ID + 300 OOD boards; analysis on 1 board with n = 81·24 = 1944: dense eigenvalues and norms,
-  exact 16-step Lyapunov exponents, traces over 64 steps, CI at t ∈ {0, 16, 64}. Budget: ≤ 60 min on 2 cores.
+- ``quick``: D = 32, H = 4, N = 4, training T = 8, batch 32, lr 3e-3, EMA β = 0.98 (every 10 steps),
+  3000 easy training boards × 40 epochs (3760 optimizer steps per model; the no-norm ItrSA: 1 epoch = 94
+  steps), eval T ∈ {8, 16, 32, 64, 128} on 300 ID + 300 OOD boards; analysis on 1 board with
+  n = 81·32 = 2592: dense eigenvalues and norms at t = 8, exact 8-step Lyapunov exponents, traces over 64
+  steps, CI at t ∈ {0, 8, 64}. Budget: ≤ 60 min on 2 cores (``results.md`` records the measured stages).
 - ``full``: the paper's size: D = 512, H = 8, N = 8 (AKOrN, v4), T = 16, 100 epochs, batch 100, 9000
   training boards, 1000 ID test and 18000 OOD test boards; analysis by Arnoldi (128 eigenvalues) and
   Benettin (top 64 exponents) since n = 41472. Meant for a GPU (``--device cuda``); runs on CPU too.
 
-Measurements behind the quick sizes (this 2-core machine, batch 100, T = 16; a training step = forward +
-backward + Adam). The machine was shared with other jobs, so the load is given with each figure:
-- load ≈ 1.6, ``torch.set_num_threads(2)``: D = 32: ItrSA 0.32 s/step, ItrSA + Spec 0.26 s, AKOrN 0.37 s;
-  D = 64 (H = 4, N = 4): ItrSA 0.45 s/step (0.68 s, AKOrN 0.90 s at load ≈ 2); 100 boards to T = 128
-  (no grad): 0.7–1.1 s.
-- load ≈ 4, 1 thread: D = 32: 0.96–1.05 s/step, D = 64: 1.27 s/step; 100 boards to T = 128: 2.4–2.9 s
-  (2 threads under that load were 2–3× slower still: thread contention). Step time depends little on D
-  at these sizes (per-op overhead dominates), so D is set by the analysis:
-- analysis pieces at D = 32 (n = 2592, float64, 2 threads, load 1.5–4): dense one-step Jacobian 1.1 s, all
-  eigenvalues 4.2 s, one contribution index (Jacobian + eigh) ≈ 19 s, exact 16-step Lyapunov 84 s; the
-  whole ``dynamics analyze`` of one D = 32 model took 6 min at load ≈ 4. The dense pieces scale as n³, so
-  D = 24 (n = 1944) costs ≈ 0.42× that (measured below).
-- the quick pipeline itself (``--runs itrsa_none,itrsa_rms --epochs 1``, 2 threads, load 1–2): 30 training
-  steps in 9.7–11.6 s (0.33–0.39 s/step), evaluation of 600 boards to T = 128 in 6–9 s, analysis 31–33 s per
-  model (at load ≈ 4 the same analysis of an AKOrN model took 42 s), Sudoku build 3.3 s; 105 s in all.
-Budget of quick: 5 × 480 + 30 = 2430 steps ≈ 15 min at 0.37 s/step (quiet) or ≈ 40 min at 1 s/step
-(loaded); evaluation 6 × ≈ 8 s; analysis 6 × 0.5–1.5 min ≈ 3–9 min; build ≈ 10 s: about 20 min on a quiet
-machine, about 50 min on one as loaded as during the worst measurements.
-``results.json`` and ``results.md`` record the measured times of every stage of a real run.
+Why these quick sizes (measured on this 2-core machine): a looped model this small first copies the givens
+and sits at chance on the blanks (11 %) for ≈ 2000 optimizer steps before it starts to use the constraints;
+the earlier quick setting (D = 24, batch 100, lr 1e-3, 480 steps) never left that plateau. Smaller batches
+and a larger learning rate buy more steps for the same time (D = 32, T = 8, batch 32: 0.066 s/step with 2
+threads on an idle machine; ItrSA + RMSNorm then reaches ≈ 20 % blank-cell accuracy on easy boards after
+2500 steps), training at T = 8 instead of the paper's 16 halves the cost of a step, and the faster EMA
+(β = 0.98 every 10 steps, a ≈ 500-step window) keeps the evaluated weights from averaging over the plateau.
+No model of this size solves whole boards; the checks then compare blank-cell accuracy (``checks.md`` says
+which accuracy it used).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -118,6 +110,7 @@ class Preset:
     n_train: int
     n_eval: int
     eval_steps: tuple[int, ...]
+    ema_beta: float = 0.995
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
@@ -143,18 +136,19 @@ PRESETS = {
     "quick": Preset(
         name="quick",
         build=SudokuBuildConfig(easy_train=3000, easy_test=300, hard_train=0, hard_valid=0, hard_test=300),
-        width=24,
+        width=32,
         heads=4,
         osc_size=4,
         akorn_osc_size=4,
-        loop_steps=16,
-        epochs=16,
-        batch_size=100,
-        lr=1e-3,
+        loop_steps=8,
+        epochs=40,
+        batch_size=32,
+        lr=3e-3,
         n_train=0,
         n_eval=0,
         eval_steps=(8, 16, 32, 64, 128),
-        analysis=AnalysisConfig(boards=1, t_jacobian=16, lyap_steps=16, trace_steps=64, ci_times=(0, 16, 64)),
+        ema_beta=0.98,
+        analysis=AnalysisConfig(boards=1, t_jacobian=8, lyap_steps=8, trace_steps=64, ci_times=(0, 8, 64)),
     ),
     "full": Preset(
         name="full",
@@ -197,6 +191,7 @@ def train_config(preset: Preset, spec: RunSpec, device: str, seed: int) -> Train
         seed=seed,
         n_train=preset.n_train,
         n_eval=preset.n_eval,
+        ema_beta=preset.ema_beta,
         device=device,
     )
 
@@ -219,8 +214,15 @@ def _lyap_mean(ly: dict[str, Any]) -> str:
     return _num(ly["mean"])
 
 
-def _acc(row: dict[str, Any], split: str, t: int) -> float:
-    return float(row["metrics"]["board_accuracy"][split][str(t)])
+def _acc(row: dict[str, Any], split: str, t: int, kind: str = "board_accuracy") -> float:
+    return float(row["metrics"][kind][split][str(t)])
+
+
+def check_metric(rows: list[dict[str, Any]]) -> str:
+    """The accuracy the checks compare: board accuracy when any run solves a board at any T, else blank-cell
+    accuracy (small models that solve no board still differ in how many blanks they fill correctly)."""
+    solved = any(v > 0 for r in rows for split in r["metrics"]["board_accuracy"].values() for v in split.values())
+    return "board_accuracy" if solved else "cell_accuracy"
 
 
 def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, Any]) -> str:
@@ -284,7 +286,13 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
     for row in rows:
         tm = timings["runs"][row["name"]]
         out.append(f"| {row['name']} | {_num(tm['train'], 1)} | {_num(tm['eval'], 1)} | {_num(tm['analysis'], 1)} |")
-    out += ["", f"Sudoku build: {_num(timings['build'], 1)} s; total: {_num(timings['total'], 1)} s.", ""]
+    out += [
+        "",
+        f"Sudoku build: {_num(timings['build'], 1)} s; all stages: {_num(timings['stages'], 1)} s "
+        f"({_num(timings['stages'] / 60, 1)} min; each stage timed when it ran, so a resumed study still reports "
+        f"its full cost); this call: {_num(timings['total'], 1)} s; torch threads: {torch.get_num_threads()}.",
+        "",
+    ]
     out += [
         "Figures: `figures/accuracy_vs_T.png`, `figures/eigenvalues.png`, `figures/energy.png`; per run in "
         "`runs/<name>/figures/`.",
@@ -297,14 +305,32 @@ def _yes(flag: bool | None) -> str:
     return "n/a" if flag is None else ("yes" if flag else "no")
 
 
+CELL_TOLERANCE = 0.005
+"""Drop in blank-cell accuracy (absolute) still read as "not decreasing": about two binomial standard errors
+of a cell accuracy near 20 % over the quick preset's ≈ 14,000 blank OOD cells."""
+
+
 def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
     """The paper's claims with our numbers beside them and a plain yes/no."""
     ts = preset.eval_steps
     t_train = preset.loop_steps
+    kind = check_metric(list(by_name.values()))
+    cells = kind == "cell_accuracy"
+    what = "blank-cell accuracy" if cells else "board accuracy"
+    tol = CELL_TOLERANCE if cells else 0.0
     lines = [f"# Paper claims vs this run (`--preset {preset.name}`)", ""]
     lines += [
         "Criteria are stated with each check; 'yes' means our numbers agree with the claim under that "
-        "criterion. Small presets are far from the paper's scale: read them as a smoke test of the pipeline.",
+        "criterion. Small presets are far from the paper's scale: read them as a test of the pipeline and of "
+        "the direction of each effect, not of its size.",
+        "",
+        f"Accuracy compared below: **{what}**"
+        + (
+            " (no run solves a single board at any T, so board accuracy cannot rank the runs; the share of "
+            "blank cells filled correctly can; chance is 1/9 ≈ 11.1 %)."
+            if cells
+            else " (every blank of a board right)."
+        ),
         "",
     ]
 
@@ -312,25 +338,25 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
         return by_name[name]["analysis"]["boards"][0]["lyapunov"]
 
     def ood(name: str, t: int) -> float:
-        return _acc(by_name[name], "ood", t)
+        return _acc(by_name[name], "ood", t, kind)
 
     def idacc(name: str, t: int) -> float:
-        return _acc(by_name[name], "id", t)
+        return _acc(by_name[name], "id", t, kind)
 
     normed = [n for n in by_name if n != "itrsa_none"]
     best = max(by_name, key=lambda n: (idacc(n, t_train) + ood(n, t_train), n != "itrsa_none"))
     best_l = lyap(best)["max"]
-    solved = idacc(best, t_train) + ood(best, t_train) > 0
-    crit = (best != "itrsa_none" and -0.05 <= best_l <= 0.3) if solved else None
+    informative = idacc(best, t_train) + ood(best, t_train) > 0
+    crit = (best != "itrsa_none" and -0.05 <= best_l <= 0.3) if informative else None
     lines += [
         "## 1. Normalised models sit near criticality (λ_max ≈ 0, ≈ +0.1 for the best) and are the best",
         "",
-        f"Best run by ID + OOD accuracy at T = {t_train}: **{best}** (ID {_pct(idacc(best, t_train))} %, "
+        f"Best run by ID + OOD {what} at T = {t_train}: **{best}** (ID {_pct(idacc(best, t_train))} %, "
         f"OOD {_pct(ood(best, t_train))} %), λ_max = {_num(best_l)}, λ_mean = {_num(lyap(best)['mean'])}.",
         "Normalised runs' λ_max: " + ", ".join(f"{n} {_num(lyap(n)['max'])}" for n in normed) + ".",
         "",
-        f"Criterion: the best run is normalised and its λ_max lies in [−0.05, 0.3] (n/a when no run solves a "
-        f"board). Agrees: **{_yes(crit)}**.",
+        f"Criterion: the best run is normalised and its λ_max lies in [−0.05, 0.3] (n/a when every accuracy is "
+        f"0). Agrees: **{_yes(crit)}**.",
         "",
     ]
     none_l = lyap("itrsa_none")["max"]
@@ -348,7 +374,7 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
         f"RMSNorm: ID {_pct(idacc('itrsa_rms', t_train))} %, OOD {_pct(ood('itrsa_rms', t_train))} %, "
         f"λ_max {_num(rms_l)}.",
         "",
-        f"Criterion: no-norm accuracy ≤ RMSNorm accuracy on ID and OOD (n/a when all are 0). "
+        f"Criterion: no-norm {what} ≤ RMSNorm {what} on ID and OOD (n/a when all are 0). "
         f"Agrees: **{_yes(worse)}**. "
         f"Larger λ_max without norm: **{_yes(larger)}**"
         + (" (the no-norm trajectory overflowed: λ_max = +∞ in effect)." if not np.isfinite(none_l) else "."),
@@ -363,7 +389,7 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
             lines.append(
                 f"- {reg} vs {base}: OOD at T = {t_train}: {_pct(ood(reg, t_train))} % vs "
                 f"{_pct(ood(base, t_train))} %; ID {_pct(idacc(reg, t_train))} % vs {_pct(idacc(base, t_train))} %. "
-                f"Criterion: higher OOD accuracy (the paper's selection metric; n/a when both are 0). "
+                f"Criterion: higher OOD {what} (the paper's selection metric; n/a when both are 0). "
                 f"Agrees: **{_yes(helps)}**."
             )
     if not any(reg in by_name for reg in ("itrsa_rms_spec", "akorn_spec")):
@@ -375,13 +401,16 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
         curve = [ood(name, t) for t in ts]
         later = [t for t in ts if t >= t_train]
         informative = any(v > 0 for v in curve)
-        monotone = all(ood(name, b) >= ood(name, a) for a, b in itertools.pairwise(later)) if informative else None
+        monotone = (
+            all(ood(name, b) >= ood(name, a) - tol for a, b in itertools.pairwise(later)) if informative else None
+        )
         gain = ood(name, ts[-1]) > ood(name, t_train) if informative else None
         lines.append(
-            f"- {name}: OOD "
+            f"- {name}: OOD {what} "
             + ", ".join(f"T={t}: {_pct(v)}" for t, v in zip(ts, curve, strict=True))
-            + f". Non-decreasing from T = {t_train} on: **{_yes(monotone)}**; "
-            f"T = {ts[-1]} better than T = {t_train}: **{_yes(gain)}**."
+            + f". Non-decreasing from T = {t_train} on"
+            + (f" (drops ≤ {100 * tol:.1f} points allowed)" if tol else "")
+            + f": **{_yes(monotone)}**; T = {ts[-1]} better than T = {t_train}: **{_yes(gain)}**."
         )
     lines += [
         "",
@@ -404,18 +433,19 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
 
 def _summary_figures(rows: list[dict[str, Any]], figures: Path) -> None:
     """Accuracy vs T (ID and OOD panels), eigenvalue scatter per run, pseudo-energy per run."""
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for ax, split in zip(axes, ("id", "ood"), strict=True):
-        for row in rows:
-            by_t = row["metrics"]["board_accuracy"][split]
-            ts = sorted(int(t) for t in by_t)
-            ax.plot(ts, [100 * by_t[str(t)] for t in ts], marker="o", label=row["name"])
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("loop steps T")
-        ax.set_ylabel("board accuracy (%)")
-        ax.set_title(split.upper())
-    axes[1].legend(fontsize=7)
+    fig = Figure(figsize=(10, 8))
+    axes = fig.subplots(2, 2)
+    for i, (kind, what) in enumerate((("board_accuracy", "board"), ("cell_accuracy", "blank-cell"))):
+        for ax, split in zip(axes[i], ("id", "ood"), strict=True):
+            for row in rows:
+                by_t = row["metrics"][kind][split]
+                ts = sorted(int(t) for t in by_t)
+                ax.plot(ts, [100 * by_t[str(t)] for t in ts], marker="o", label=row["name"])
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("loop steps T")
+            ax.set_ylabel(f"{what} accuracy (%)")
+            ax.set_title(f"{split.upper()}: {what} accuracy")
+    axes[0, 1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "accuracy_vs_T.png", dpi=120)
 
@@ -451,6 +481,28 @@ def _summary_figures(rows: list[dict[str, Any]], figures: Path) -> None:
     fig.savefig(figures / "energy.png", dpi=120)
 
 
+TIMINGS_FILE = "stage_seconds.json"
+"""Per run: seconds of training, evaluation and analysis as measured when each stage ran (kept across resumes)."""
+
+
+def _measured_stage_seconds(out: Path) -> dict[str, dict[str, float]]:
+    """Stage seconds recorded by earlier calls into ``out`` (``stage_seconds.json``, else an older results.json)."""
+    if (out / TIMINGS_FILE).exists():
+        return runio.read_json(out / TIMINGS_FILE)
+    if (out / "results.json").exists():
+        return runio.read_json(out / "results.json").get("timings", {}).get("runs", {})
+    return {}
+
+
+def publish(out: Path, docs: Path) -> None:
+    """Copy results, checks and figures into ``docs`` (the committed copy under docs/results/dynamics)."""
+    (docs / "figures").mkdir(parents=True, exist_ok=True)
+    for name in ("results.md", "checks.md", "results.json"):
+        shutil.copyfile(out / name, docs / name)
+    for fig in sorted((out / "figures").glob("*.png")):
+        shutil.copyfile(fig, docs / "figures" / fig.name)
+
+
 def reproduce(
     preset: Preset,
     out: str | Path,
@@ -479,6 +531,7 @@ def reproduce(
     splits = {name: load_split(sudoku_dir, name) for name in ("easy_train", "easy_test", "hard_test")}
     rows: list[dict[str, Any]] = []
     timings: dict[str, Any] = {"build": build_seconds, "runs": {}}
+    measured = _measured_stage_seconds(out)
     for spec in specs:
         run_dir = out / "runs" / spec.name
         config = train_config(preset, spec, device, seed)
@@ -500,19 +553,25 @@ def reproduce(
         train_seconds = time.perf_counter() - t0
         metrics = runio.read_json(run_dir / runio.FINISHED_MARKER)
         t0 = time.perf_counter()
-        if overwrite or not (run_dir / ANALYSIS_FILE).exists():
+        earlier = measured.get(spec.name, {})
+        if overwrite or not (run_dir / ANALYSIS_FILE).exists() or "analysis" not in earlier:
             say(f"analysing {spec.name}")
             analysis = analyze_run_dir(run_dir, preset.analysis, sudoku_dir, "easy_test", device)
+            analysis_seconds = time.perf_counter() - t0
         else:
             analysis = runio.read_json(run_dir / ANALYSIS_FILE)
+            analysis_seconds = float(earlier["analysis"])
         timings["runs"][spec.name] = {
             "train": float(sum(metrics["epoch_seconds"])),
             "eval": float(metrics["eval_seconds"]),
-            "analysis": time.perf_counter() - t0,
+            "analysis": analysis_seconds,
             "wall_this_call": train_seconds,
         }
+        runio.write_json(out / TIMINGS_FILE, {**measured, **timings["runs"]})
         rows.append({"name": spec.name, "label": spec.label, "metrics": metrics, "analysis": analysis})
     timings["total"] = time.perf_counter() - t_total
+    stage_keys = ("train", "eval", "analysis")
+    timings["stages"] = build_seconds + sum(sum(v[k] for k in stage_keys) for v in timings["runs"].values())
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     _summary_figures(rows, figures)
@@ -546,7 +605,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.epochs:
         preset = replace(preset, epochs=args.epochs)
     results = reproduce(preset, args.out, args.data_dir, args.device, args.seed, runs, args.overwrite)
-    print(f"{args.out}: results.md, checks.md ({results['timings']['total']:.0f} s)")
+    if args.docs:
+        publish(Path(args.out), Path(args.docs))
+    print(f"{args.out}: results.md, checks.md ({results['timings']['stages']:.0f} s of measured stages)")
     return 0
 
 
@@ -565,4 +626,5 @@ def register_reproduce(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--docs", help="also copy results, checks and figures into this folder")
     parser.set_defaults(func=_run)
