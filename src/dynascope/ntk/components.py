@@ -275,21 +275,31 @@ def _jacobian_rows(
     names = [n for block_names in group.values() for n in block_names]
     c = model.num_labels
     eye = torch.eye(c, dtype=model.weight.dtype)
-    dense_parts: dict[str, list[Tensor]] = {b: [] for b in group}
+    dense_names = {b: [n for n in block_names if n != model.word_name] for b, block_names in group.items()}
+    # rows are written in place into one preallocated matrix per block: no list + cat copy, so the peak
+    # stays at the planned budget rather than twice it
+    dense = {
+        b: torch.empty(len(exs) * c, sum(model.params[n].numel() for n in ns), dtype=model.weight.dtype)
+        for b, ns in dense_names.items()
+        if ns
+    }
     words: dict[str, list[tuple[Tensor, Tensor]]] = {b: [] for b in group}
     for i, ex in enumerate(progress(exs, desc=desc)):
         value, grads, g_embeds = example_vjp(model, ex, names, eye)
         _check_value(value, ref[start + i], start + i)
         for block, block_names in group.items():
-            flat = [grads[n].reshape(c, -1) for n in block_names if n != model.word_name]
-            if flat:
-                dense_parts[block].append(torch.cat(flat, dim=1))
+            offset = 0
+            for n in dense_names[block]:
+                size = model.params[n].numel()
+                dense[block][i * c : (i + 1) * c, offset : offset + size] = grads[n].reshape(c, -1)
+                offset += size
             if model.word_name in block_names:
                 ids, where = torch.unique(ex.input_ids, return_inverse=True)
                 summed = torch.zeros(c, ids.numel(), g_embeds.shape[-1], dtype=g_embeds.dtype)
                 summed.index_add_(1, where, g_embeds)
                 words[block].append((ids, summed))
-    return {b: _Rows(dense=torch.cat(dense_parts[b]) if dense_parts[b] else None, word=words[b]) for b in group}
+        del grads, g_embeds
+    return {b: _Rows(dense=dense.get(b), word=words[b]) for b in group}
 
 
 def _check_value(value: Tensor, reference: Tensor, index: int) -> None:
