@@ -135,19 +135,18 @@ def _orthonormal_rows(rows: torch.Tensor, dtype: torch.dtype, what: str, t: int)
 
 
 def _align_with_top_singular_vectors(
-    step: Step, x0: torch.Tensor, T: int, basis: torch.Tensor, sweeps: int
+    step: Step, points: list[torch.Tensor], basis: torch.Tensor, sweeps: int
 ) -> torch.Tensor:
-    """Subspace iteration on JᵀJ (J the T-step Jacobian at ``x0``): ``sweeps`` forward (JVP) and backward
-    (VJP) passes with a QR after every step; returns the refined (n, k) float64 basis."""
-    points = [x0]
-    for _ in range(T - 1):
-        points.append(step(points[-1]).detach())
+    """Subspace iteration on JᵀJ (J the T-step Jacobian along the states ``points`` = x_0 … x_{T-1}):
+    ``sweeps`` forward (JVP) and backward (VJP) passes with a QR after every step; returns the refined
+    (n, k) float64 basis."""
+    x0 = points[0]
     rows = basis.T.to(dtype=x0.dtype, device=x0.device).contiguous()
     for _ in range(sweeps):
         for t, point in enumerate(points):
             rows = vmap(lambda v, p=point: jvp(step, (p,), (v,))[1])(rows)
             rows = _orthonormal_rows(rows, x0.dtype, "forward sweep tangents", t)
-        for t in reversed(range(T)):
+        for t in reversed(range(len(points))):
             _, pullback = vjp(step, points[t])
             rows = vmap(lambda u, f=pullback: f(u)[0])(rows)
             rows = _orthonormal_rows(rows, x0.dtype, "backward sweep cotangents", t)
@@ -180,13 +179,12 @@ def lyapunov_benettin(
     approached as O(1/T) by both routes). ``sweeps`` > 0 removes that bias: each sweep pushes the basis
     forward through the T steps (JVPs) and back (VJPs), with a QR after every step, which is one step of
     subspace iteration on JᵀJ for the T-step Jacobian J; it aligns the start with the top-k right singular
-    subspace. With sweeps the basis carries ``oversample`` extra vectors (default max(10, k); k' = min(n, k +
-    oversample)), so
-    the misalignment shrinks by (sigma_{k'+1}/sigma_k)^(2 * sweeps): close exponents around k do not slow it.
-    The measuring pass then returns the singular values of the T-step Jacobian
-    restricted to that subspace (Rayleigh-Ritz on the k x k product of its QR factors) instead of the QR
-    diagonals: the finite-T exact exponents, with an error second order in the subspace misalignment.
-    Each sweep costs 2T batched products and keeps the T states (T n values).
+    subspace. With sweeps the basis carries ``oversample`` extra vectors (default max(10, k); k' =
+    min(n, k + oversample)), so the misalignment shrinks by (sigma_{k'+1}/sigma_k)^(2 * sweeps): close
+    exponents around k do not slow it. The measuring pass then returns the singular values of the T-step
+    Jacobian restricted to that subspace (Rayleigh-Ritz on the k' x k' product of its QR factors, top k kept)
+    instead of the QR diagonals: the finite-T exact exponents, with an error second order in the subspace
+    misalignment. Each sweep costs 2T batched products; the T states are kept (T n values) and reused.
     """
     x = _check_args(x0, T, null_dims)
     n = x.numel()
@@ -207,17 +205,22 @@ def lyapunov_benettin(
         extra = torch.randn(n, min(n, k + oversample) - q0.shape[1], generator=gen, dtype=torch.float64)
         q0 = torch.cat([q0.detach().to(torch.float64).cpu(), extra], dim=1)
     basis = torch.linalg.qr(q0.detach().to(torch.float64)).Q
+    points = None  # the trajectory x_0 … x_{T-1}, kept when sweeps need it (and then reused below)
     if sweeps:
-        basis = _align_with_top_singular_vectors(step, x, T, basis, sweeps)
+        points = [x]
+        for _ in range(T - 1):
+            points.append(step(points[-1]).detach())
+        basis = _align_with_top_singular_vectors(step, points, basis, sweeps)
     tangents = basis.T.to(dtype=x.dtype, device=x.device).contiguous()  # (k, n), one tangent per row
     rtol = n * torch.finfo(x.dtype).eps if rank_rtol is None else rank_rtol
     width = basis.shape[1]
     log_sums = torch.zeros(width, dtype=torch.float64)
     r_prod, log_scale = torch.eye(width, dtype=torch.float64), 0.0
     for t in range(T):
-        point = x
+        point = x if points is None else points[t]
         tangents = vmap(lambda v, p=point: jvp(step, (p,), (v,))[1])(tangents)
-        x = step(x).detach()
+        if points is None and t < T - 1:
+            x = step(x).detach()
         if (t + 1) % qr_every == 0 or t == T - 1:
             q, r = torch.linalg.qr(tangents.T.to(torch.float64))
             r = r.cpu()

@@ -40,7 +40,7 @@ from torch.func import vjp, vmap
 from torch.nn import functional as F
 
 from dynascope.errors import ConfigError
-from dynascope.ntk.functional import Example, KernelModel, features
+from dynascope.ntk.functional import Example, KernelModel, features, output_fn
 
 # module types whose parameters the ghost rules cover, with the parameter leaves each rule handles
 _RULES: dict[type[nn.Module], tuple[str, ...]] = {
@@ -120,11 +120,6 @@ def _hooks(
             h.remove()
 
 
-def _output(model: KernelModel, example: Example, output: str, params: Mapping[str, Tensor], embeds: Tensor) -> Tensor:
-    phi = features(model, example, params, embeds)
-    return phi @ model.weight.T if output == "logits" else phi
-
-
 def _probe_shapes(
     model: KernelModel, example: Example, plan: GhostPlan, embeds: Tensor
 ) -> dict[str, list[tuple[tuple[int, ...], torch.dtype]]]:
@@ -194,10 +189,10 @@ def _embedding_terms(module: nn.Embedding, inputs: list[Tensor], grads: list[Ten
     if module.padding_idx is not None:
         keep = idx != module.padding_idx
         idx, g = idx[keep], g[:, keep]
-    return _summed_square(idx, g)
+    return summed_row_square(idx, g)
 
 
-def _summed_square(idx: Tensor, g: Tensor) -> float:
+def summed_row_square(idx: Tensor, g: Tensor) -> float:
     """Σ over rows of ‖Σ_{t: idx_t = row} g[:, t]‖², float64 (the gather-aware norm of an embedding gradient)."""
     ids, where = torch.unique(idx, return_inverse=True)
     summed = torch.zeros(g.shape[0], ids.numel(), g.shape[-1], dtype=torch.float64)
@@ -219,8 +214,7 @@ def example_ghost_trace(
     the zero probes and keeps each probed module's input; the pullback is then vmapped over ``chunk`` basis
     cotangents at a time and reduced module by module. ``plan`` defaults to ``ghost_plan(model, names)``.
     """
-    if output not in ("logits", "features"):
-        raise ConfigError(f"output must be 'logits' or 'features', got {output!r}")
+    out_fn = output_fn(model, example, output)  # validates ``output``
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     plan = ghost_plan(model, names) if plan is None else plan
@@ -244,7 +238,7 @@ def example_ghost_trace(
             return out + probe[path][len(calls) - 1]
 
         with _hooks({p: m for p, (m, _) in probed.items()}, add_probe):
-            value = _output(model, example, output, {**base, **direct}, emb[0] if emb else embeds)
+            value = out_fn({**base, **direct}, emb[0] if emb else embeds)
         return value, inputs
 
     m = model.num_labels if output == "logits" else int(model.weight.shape[1])
@@ -266,7 +260,7 @@ def example_ghost_trace(
                     total += _embedding_terms(module, inputs[path], g_probe[path])
             total += sum(float(g.double().pow(2).sum()) for g in g_direct.values())
             if with_word:
-                total += _summed_square(example.input_ids, g_embeds[0])
+                total += summed_row_square(example.input_ids, g_embeds[0])
     return total
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from dynascope.errors import ConfigError
 from dynascope.ntk.blocks import resolve_partition
 from dynascope.ntk.functional import WORD, Batch, KernelModel, example_jvp, example_vjp, examples
-from dynascope.ntk.ghost import ghost_trace
+from dynascope.ntk.ghost import ghost_trace, summed_row_square
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,7 @@ class JacobianOperator:
                 _, grads, g_embeds = example_vjp(self.model, ex, self.names, eye[start : start + chunk], self.output)
                 total += sum(float(grads[n].double().pow(2).sum()) for n in self.dense)
                 if self.with_word:
-                    ids, where = torch.unique(ex.input_ids, return_inverse=True)
-                    summed = torch.zeros(g_embeds.shape[0], ids.numel(), g_embeds.shape[-1], dtype=torch.float64)
-                    summed.index_add_(1, where, g_embeds.double())
-                    total += float(summed.pow(2).sum())
+                    total += summed_row_square(ex.input_ids, g_embeds)
         return total
 
 
