@@ -158,20 +158,18 @@ def torchfunc(n: int) -> dict:
 def nested_hutchinson(op: Any, probes: list[int], seed: int, chunk: int = 8) -> list[dict]:
     """Hutchinson estimates for every K in ``probes`` from the prefixes of one seeded probe sequence.
 
-    The probes are drawn in chunks exactly as ``hutchinson_trace(op, K, seed, chunk)`` draws them, so each
+    ``hutchinson_samples`` yields the same probes as ``hutchinson_trace(op, K, seed, chunk)`` uses, so each
     prefix estimate equals that call's result; its ``seconds`` is the measured time of the chunks it uses.
     """
-    import torch
+    from dynascope.ntk.trace import hutchinson_samples
 
-    generator = torch.Generator().manual_seed(seed)
     samples: list[float] = []
     chunk_seconds: list[float] = []
-    while len(samples) < max(probes):
-        k = min(chunk, max(probes) - len(samples))
-        started = time.perf_counter()
-        out = op.jvp(op.rademacher(k, generator)).double()
-        samples += out.pow(2).sum(dim=(1, 2)).tolist()
+    started = time.perf_counter()
+    for z in hutchinson_samples(op, max(probes), seed, chunk):
+        samples += z.tolist()
         chunk_seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
     rows = []
     for k in probes:
         z = np.array(samples[:k])

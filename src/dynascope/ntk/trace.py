@@ -20,7 +20,7 @@ Forward-mode AD needs ``attn_implementation="eager"`` (``kernel_model`` refuses 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -133,16 +133,19 @@ def _check_probes(num_probes: int, minimum: int) -> None:
         raise ConfigError(f"need at least {minimum} probes, got {num_probes}")
 
 
+def hutchinson_samples(op: JacobianOperator, num_probes: int, seed: int = 0, chunk: int = 8) -> Iterator[Tensor]:
+    """‖J v‖² (float64) for ``num_probes`` seeded Rademacher probes v, yielded ``chunk`` at a time; a shorter
+    run with the same seed and chunk yields a prefix of a longer one."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, num_probes, chunk):
+        k = min(chunk, num_probes - start)
+        yield op.jvp(op.rademacher(k, generator)).double().pow(2).sum(dim=(1, 2))
+
+
 def hutchinson_trace(op: JacobianOperator, num_probes: int, seed: int = 0, chunk: int = 8) -> TraceEstimate:
     """Hutchinson estimate of tr(J Jᵀ) = E‖J v‖², v Rademacher in parameter space; stderr = sd/√K."""
     _check_probes(num_probes, 2)
-    generator = torch.Generator().manual_seed(seed)
-    samples = []
-    for start in range(0, num_probes, chunk):
-        k = min(chunk, num_probes - start)
-        out = op.jvp(op.rademacher(k, generator)).double()
-        samples.append(out.pow(2).sum(dim=(1, 2)))
-    z = torch.cat(samples)
+    z = torch.cat(list(hutchinson_samples(op, num_probes, seed, chunk)))
     return TraceEstimate(float(z.mean()), float(z.std(unbiased=True) / math.sqrt(num_probes)), num_probes, "hutchinson")
 
 
