@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynascope.errors import ConfigError
+from dynascope.errors import ConfigError, DynascopeError
 from dynascope.models.lora import LoraSettings, apply_lora
 from dynascope.ntk.blocks import default_block, resolve_partition
 from dynascope.ntk.components import as_matrix, ntk_components, ntk_train_eval, pre_kernel
@@ -142,3 +142,55 @@ def test_training_mode_and_sdpa_are_refused() -> None:
     clf.backbone.config._attn_implementation = "sdpa"
     with pytest.raises(ConfigError, match="eager"):
         kernel_model(clf)
+
+
+def _tiny_head_float32_roberta() -> torch.nn.Module:
+    """A float32 tiny RoBERTa whose head is shrunk so that |g| ≪ ‖V‖‖φ‖ (a strongly regularised LP head)."""
+    clf = tiny_classifier("roberta").float()
+    with torch.no_grad():
+        clf.head.weight.mul_(1e-3)
+        clf.head.bias.zero_()
+    return clf
+
+
+def test_value_guard_accepts_float32_noise_under_a_tiny_head() -> None:
+    clf = _tiny_head_float32_roberta()
+    batch = tiny_batch("roberta", 6, seed=11)
+    comp = ntk_components(kernel_model(clf), batch)
+    assert torch.isfinite(comp.total).all()
+
+
+def test_value_guard_rejects_a_wrong_position_id_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dynascope.ntk.functional as functional
+
+    clf = _tiny_head_float32_roberta()
+    batch = tiny_batch("roberta", 6, seed=11)
+    # BERT's 0..T-1 rule on a RoBERTa backbone, whose positions start after padding_idx
+    monkeypatch.setattr(
+        functional, "position_ids", lambda backbone, ids: torch.arange(ids.shape[1]).expand_as(ids)
+    )
+    with pytest.raises(DynascopeError, match="position-id rule"):
+        ntk_components(kernel_model(clf), batch)
+
+
+def test_value_guard_tolerance_scales_with_the_summed_terms() -> None:
+    """|g| ≈ 1e-3 by cancellation while ‖V_c‖‖φ‖ ≈ 100: feature noise at float32 level (1e-6 of ‖φ‖) passes,
+    a feature change as large as a wrong position-id rule makes (30 % of ‖φ‖) is caught."""
+    from dynascope.ntk.components import _check_value, _Reference
+
+    gen = torch.Generator().manual_seed(0)
+    h = 384
+    phi = torch.randn(1, h, generator=gen, dtype=torch.float64)
+    phi *= 10 / phi.norm()
+    v = torch.randn(2, h, generator=gen, dtype=torch.float64)
+    v -= (v @ phi.T) / phi.norm() ** 2 * phi  # V_c ⟂ φ: g = 0 up to the 1e-3 added below
+    v += 1e-3 * phi / phi.norm() ** 2
+    v *= 10 / v.norm(dim=1, keepdim=True)
+    ref = _Reference.of(phi, v)
+    assert float(ref.value.abs().max()) < 1e-2 < float(ref.scale.min())
+    noise = 1e-6 * phi.norm() * v[0] / v[0].norm()  # worst-case direction for class 0
+    _check_value(((phi + noise) @ v.T)[0], ref, 0)
+    shift = torch.randn(1, h, generator=gen, dtype=torch.float64)
+    shift *= 0.3 * phi.norm() / shift.norm()
+    with pytest.raises(DynascopeError, match="position-id rule"):
+        _check_value(((phi + shift) @ v.T)[0], ref, 0)

@@ -132,8 +132,8 @@ def ntk_components(
     sizes = {b: sum(model.param_size(n) for n in names) for b, names in blocks.items()}
     ex_a = examples(model.backbone, batch_a)
     ex_b = None if batch_b is None else examples(model.backbone, batch_b)
-    ref_a = phi_a @ model.weight.double().T
-    ref_b = None if batch_b is None else phi_b @ model.weight.double().T
+    ref_a = _Reference.of(phi_a, model.weight)
+    ref_b = None if batch_b is None else _Reference.of(phi_b, model.weight)
 
     key = fingerprint(model, batch_a, batch_b, blocks) if store is not None else ""
     done: dict[str, Tensor] = {}
@@ -184,7 +184,7 @@ def ntk_train_eval(
     blocks = resolve_partition(model.trainable_names, model.word_name, partition)
     sizes = {b: sum(model.param_size(n) for n in names) for b, names in blocks.items()}
     ex_t, ex_e = examples(model.backbone, train), examples(model.backbone, evals)
-    ref_t, ref_e = phi_t @ model.weight.double().T, phi_e @ model.weight.double().T
+    ref_t, ref_e = _Reference.of(phi_t, model.weight), _Reference.of(phi_e, model.weight)
     keys = {"train": "", "eval": ""}
     done: dict[str, dict[str, Tensor]] = {"train": {}, "eval": {}}
     if store is not None:
@@ -269,7 +269,7 @@ class _Rows:
 
 
 def _jacobian_rows(
-    model: KernelModel, exs: Sequence[Example], ref: Tensor, start: int, group: Mapping[str, list[str]], desc: str
+    model: KernelModel, exs: Sequence[Example], ref: _Reference, start: int, group: Mapping[str, list[str]], desc: str
 ) -> dict[str, _Rows]:
     """Per-example C VJPs for every parameter of the group, split by block."""
     names = [n for block_names in group.values() for n in block_names]
@@ -286,7 +286,7 @@ def _jacobian_rows(
     words: dict[str, list[tuple[Tensor, Tensor]]] = {b: [] for b in group}
     for i, ex in enumerate(progress(exs, desc=desc)):
         value, grads, g_embeds = example_vjp(model, ex, names, eye)
-        _check_value(value, ref[start + i], start + i)
+        _check_value(value, ref, start + i)
         for block, block_names in group.items():
             offset = 0
             for n in dense_names[block]:
@@ -302,14 +302,40 @@ def _jacobian_rows(
     return {b: _Rows(dense=dense.get(b), word=words[b]) for b in group}
 
 
-def _check_value(value: Tensor, reference: Tensor, index: int) -> None:
-    """The inputs_embeds path must reproduce g(x) from the input_ids path (position ids, padding)."""
+@dataclass(frozen=True)
+class _Reference:
+    """g(x) = V φ(x) from the batched ``input_ids`` forward, and the size of the terms each entry sums.
+
+    The tolerance of the ``inputs_embeds`` check scales with ‖V_c‖‖φ‖ (the Cauchy–Schwarz bound on
+    |g_c|), not with |g|: a strongly regularised head gives |g| ≪ ‖V_c‖‖φ‖ by cancellation, while the
+    float32 differences between the padded batched forward and the trimmed per-example one are
+    relative to φ, not to the small sum.
+    """
+
+    value: Tensor  # [n, C] float64
+    scale: Tensor  # [n, C] float64: ‖V_c‖ ‖φ‖
+
+    @staticmethod
+    def of(phi: Tensor, weight: Tensor) -> _Reference:
+        """The reference for features ``phi`` [n, h] (float64) under the head weight [C, h]."""
+        w = weight.double()
+        return _Reference(value=phi @ w.T, scale=phi.norm(dim=1, keepdim=True) * w.norm(dim=1))
+
+
+def _check_value(value: Tensor, ref: _Reference, index: int) -> None:
+    """The inputs_embeds path must reproduce g(x) from the input_ids path (position ids, padding).
+
+    Passes when every entry agrees to 1e-4 of ‖V_c‖‖φ‖ (float32 noise is ≈ 1e-7 of it); a wrong
+    position-id rule changes φ by a large fraction of ‖φ‖, so g by ≈ ‖V_c‖‖Δφ‖/√h, and is caught.
+    """
     value = value.detach().double()
-    scale = float(reference.abs().max()) + 1e-12
-    if float((value - reference).abs().max()) > 1e-3 * scale + 1e-6:
+    reference = ref.value[index]
+    tolerance = 1e-4 * float(ref.scale[index].max()) + 1e-9
+    if float((value - reference).abs().max()) > tolerance:
         raise DynascopeError(
             f"example {index}: g(x) through inputs_embeds differs from the input_ids forward "
-            f"({value.tolist()} vs {reference.tolist()}); the backbone's position-id rule is not supported"
+            f"({value.tolist()} vs {reference.tolist()}, tolerance {tolerance:.3g}); "
+            "the backbone's position-id rule is not supported"
         )
 
 
@@ -367,8 +393,8 @@ def _group_kernels(
     model: KernelModel,
     ex_a: list[Example],
     ex_b: list[Example] | None,
-    ref_a: Tensor,
-    ref_b: Tensor | None,
+    ref_a: _Reference,
+    ref_b: _Reference | None,
     group: Mapping[str, list[str]],
     chunk: int,
     desc: str,
