@@ -40,3 +40,7 @@ class DataError(DynascopeError, ValueError):
 
 class RunExistsError(DynascopeError, FileExistsError):
     """The output directory already holds a finished run."""
+
+
+class NotFittedError(ConfigError):
+    """An estimator was used before ``fit`` (as scikit-learn's NotFittedError)."""

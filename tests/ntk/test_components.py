@@ -194,3 +194,18 @@ def test_value_guard_tolerance_scales_with_the_summed_terms() -> None:
     shift *= 0.3 * phi.norm() / shift.norm()
     with pytest.raises(DynascopeError, match="position-id rule"):
         _check_value(((phi + shift) @ v.T)[0], ref, 0)
+
+
+def test_progress_is_the_callers_wrapper(bert_clf: torch.nn.Module) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def count(items, desc):  # an iterator wrapper, as tqdm would be
+        items = list(items)
+        seen.append((desc, len(items)))
+        return items
+
+    a = tiny_batch("bert", 3, seed=12)
+    quiet = ntk_components(kernel_model(bert_clf), a)
+    counted = ntk_components(kernel_model(bert_clf), a, desc="F", progress=count)
+    assert torch.equal(quiet.total, counted.total)
+    assert seen and all(desc.startswith("F [") and n == 3 for desc, n in seen)

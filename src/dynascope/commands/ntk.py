@@ -24,7 +24,7 @@ import torch
 
 from dynascope.commands.common import add_common
 from dynascope.errors import ConfigError
-from dynascope.progress import say
+from dynascope.progress import progress, say
 from dynascope.runio import environment, prepare_run_dir, write_json, write_npz, write_safetensors
 
 STATES = ("ft", "lp-ft", "lora", "lp-lora")
@@ -141,7 +141,9 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
 
     model = kernel_model(clf)
     ckpt = out / CHECKPOINTS
-    comp, comp_eval = ntk_train_eval(model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(ckpt))
+    comp, comp_eval = ntk_train_eval(
+        model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(ckpt), progress=progress
+    )
     with torch.no_grad():
         logits_train = clf(**train).double().numpy()
     stats, arrays = kernel_table(

@@ -17,7 +17,7 @@ fingerprint of the inputs and the state, and a rerun loads finished blocks inste
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,7 +34,6 @@ from dynascope.ntk.functional import (
     example_vjp,
     examples,
 )
-from dynascope.progress import progress
 
 GRAM_CHUNK_BYTES = 256 * 2**20
 WORD_SUBCHUNK = 8
@@ -48,6 +47,14 @@ class KernelStore(Protocol):
 
     def save(self, key: str, kernel: Tensor, fingerprint: str) -> None:
         """Persist one finished block kernel atomically."""
+
+
+Progress = Callable[[Iterable[Example], str], Iterable[Example]]
+"""Wraps the per-example loop of each pass (e.g. a tqdm bar from the caller); the identity by default."""
+
+
+def _silent(items: Iterable[Example], desc: str) -> Iterable[Example]:
+    return items
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ def ntk_components(
     memory_gb: float = 4.0,
     store: KernelStore | None = None,
     desc: str = "F kernel",
+    progress: Progress = _silent,
 ) -> NTKComponents:
     """P and the per-block F kernels between ``batch_a`` and ``batch_b`` (``None``: A with itself).
 
@@ -149,7 +157,7 @@ def ntk_components(
     for group in _plan_groups(model, todo, longest, n_hold, budget):
         row = sum(_row_bytes(model, names, longest) for names in group.values())
         chunk = len(ex_a) + len(ex_b or []) if row * n_hold <= budget else max(1, int(budget // (2 * row)))
-        kernels = _group_kernels(model, ex_a, ex_b, ref_a, ref_b, group, chunk, desc)
+        kernels = _group_kernels(model, ex_a, ex_b, ref_a, ref_b, group, chunk, desc, progress)
         for block, kernel in kernels.items():
             if store is not None:
                 store.save(block, kernel, key)
@@ -166,6 +174,7 @@ def ntk_train_eval(
     memory_gb: float = 4.0,
     store: KernelStore | None = None,
     desc: str = "F kernel",
+    progress: Progress = _silent,
 ) -> tuple[NTKComponents, NTKComponents]:
     """train×train and eval×train components at once, computing each pass's training Jacobian rows once.
 
@@ -202,8 +211,8 @@ def ntk_train_eval(
         row = sum(_row_bytes(model, names, longest) for names in group.values())
         label = f"{desc} [{', '.join(group)}]" if len(group) <= 2 else f"{desc} [{len(group)} blocks]"
         if row * n_hold <= budget:
-            rows_t = _jacobian_rows(model, ex_t, ref_t, 0, group, label)
-            rows_e = _jacobian_rows(model, ex_e, ref_e, 0, group, label)
+            rows_t = _jacobian_rows(model, ex_t, ref_t, 0, group, label, progress)
+            rows_e = _jacobian_rows(model, ex_e, ref_e, 0, group, label, progress)
             kernels = {
                 "train": {b: _block_gram(rows_t[b], rows_t[b], c) for b in group},
                 "eval": {b: _block_gram(rows_e[b], rows_t[b], c) for b in group},
@@ -211,8 +220,8 @@ def ntk_train_eval(
         else:
             chunk = max(1, int(budget // (2 * row)))
             kernels = {
-                "train": _group_kernels(model, ex_t, None, ref_t, None, group, chunk, desc),
-                "eval": _group_kernels(model, ex_e, ex_t, ref_e, ref_t, group, chunk, desc),
+                "train": _group_kernels(model, ex_t, None, ref_t, None, group, chunk, desc, progress),
+                "eval": _group_kernels(model, ex_e, ex_t, ref_e, ref_t, group, chunk, desc, progress),
             }
         for side, side_kernels in kernels.items():
             for block, kernel in side_kernels.items():
@@ -269,7 +278,13 @@ class _Rows:
 
 
 def _jacobian_rows(
-    model: KernelModel, exs: Sequence[Example], ref: _Reference, start: int, group: Mapping[str, list[str]], desc: str
+    model: KernelModel,
+    exs: Sequence[Example],
+    ref: _Reference,
+    start: int,
+    group: Mapping[str, list[str]],
+    desc: str,
+    progress: Progress,
 ) -> dict[str, _Rows]:
     """Per-example C VJPs for every parameter of the group, split by block."""
     names = [n for block_names in group.values() for n in block_names]
@@ -284,7 +299,7 @@ def _jacobian_rows(
         if ns
     }
     words: dict[str, list[tuple[Tensor, Tensor]]] = {b: [] for b in group}
-    for i, ex in enumerate(progress(exs, desc=desc)):
+    for i, ex in enumerate(progress(exs, desc)):
         value, grads, g_embeds = example_vjp(model, ex, names, eye)
         _check_value(value, ref, start + i)
         for block, block_names in group.items():
@@ -398,6 +413,7 @@ def _group_kernels(
     group: Mapping[str, list[str]],
     chunk: int,
     desc: str,
+    progress: Progress,
 ) -> dict[str, Tensor]:
     """Kernels of one pass's blocks, in example chunks of size ``chunk`` (B side recomputed per A chunk)."""
     c = model.num_labels
@@ -409,9 +425,9 @@ def _group_kernels(
     chunks_b = chunks_a if sym else [(s, min(s + chunk, len(side_b))) for s in range(0, len(side_b), chunk)]
     cache_b = None
     if not sym and len(chunks_b) == 1:
-        cache_b = _jacobian_rows(model, side_b, ref_side_b, 0, group, label)
+        cache_b = _jacobian_rows(model, side_b, ref_side_b, 0, group, label, progress)
     for ia, (a0, a1) in enumerate(chunks_a):
-        rows_a = _jacobian_rows(model, ex_a[a0:a1], ref_a, a0, group, label)
+        rows_a = _jacobian_rows(model, ex_a[a0:a1], ref_a, a0, group, label, progress)
         for ib, (b0, b1) in enumerate(chunks_b):
             if sym and ib < ia:
                 continue
@@ -420,7 +436,7 @@ def _group_kernels(
             elif cache_b is not None:
                 rows_b = cache_b
             else:
-                rows_b = _jacobian_rows(model, side_b[b0:b1], ref_side_b, b0, group, label)
+                rows_b = _jacobian_rows(model, side_b[b0:b1], ref_side_b, b0, group, label, progress)
             for block in group:
                 kernel = _block_gram(rows_a[block], rows_b[block], c)
                 out[block][a0:a1, :, b0:b1, :] = kernel

@@ -171,7 +171,16 @@ def features(model: KernelModel, example: Example, params: Mapping[str, Tensor],
     if example.token_type_ids is not None:
         kwargs["token_type_ids"] = example.token_type_ids.unsqueeze(0)
     out = functional_call(model.backbone, dict(params), args=(), kwargs=kwargs, strict=False)
-    return model.pool(out.last_hidden_state, kwargs["attention_mask"], model.pooling)[0]
+    return pooled(model, out, kwargs["attention_mask"])[0]
+
+
+def pooled(model: KernelModel, out: object, attention_mask: Tensor) -> Tensor:
+    """φ [B, h] from a backbone output: its own ``pooler_output`` for ``pooling="pooler"`` (the dense + tanh
+    pooler that BERT-style ``*ForSequenceClassification`` heads read), else ``model.pool`` of the last hidden state.
+    """
+    if model.pooling == "pooler":
+        return out.pooler_output
+    return model.pool(out.last_hidden_state, attention_mask, model.pooling)
 
 
 def output_fn(model: KernelModel, example: Example, output: str) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
@@ -256,6 +265,5 @@ def batch_features(model: KernelModel, batch: Batch, chunk: int = 32) -> Tensor:
     with torch.no_grad():
         for start in range(0, n, chunk):
             part = {k: v[start : start + chunk] for k, v in batch.items() if k in BATCH_KEYS}
-            hidden = model.backbone(**part).last_hidden_state
-            out.append(model.pool(hidden, part["attention_mask"], model.pooling).double())
+            out.append(pooled(model, model.backbone(**part), part["attention_mask"]).double())
     return torch.cat(out)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 from torch import Tensor
 
-from dynascope.errors import ConfigError
+from dynascope.errors import ConfigError, NotFittedError
 
 
 def _matrix(kernel: Tensor | np.ndarray, n_train: int | None = None, num_labels: int | None = None) -> np.ndarray:
@@ -55,6 +55,14 @@ class _KernelEstimator(ABC):
         self.n_train, self.num_labels = shape[2], shape[3]
         return _matrix(kernel), _labels(y, shape[0], shape[1])
 
+    def _columns(self, kernel: Tensor | np.ndarray) -> np.ndarray:
+        """An eval×train kernel as a matrix, checked against the fitted training set."""
+        if not hasattr(self, "n_train"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(train_kernel, labels) before using it"
+            )
+        return _matrix(kernel, self.n_train, self.num_labels)
+
     @abstractmethod
     def decision_function(self, kernel: Tensor | np.ndarray) -> np.ndarray:
         """Per-example class scores [M, C]."""
@@ -65,6 +73,7 @@ class _KernelEstimator(ABC):
 
     def score(self, kernel: Tensor | np.ndarray, y: np.ndarray | Tensor) -> float:
         """Multiclass accuracy of ``predict``."""
+        self._columns(kernel)
         y = _labels(y, kernel.shape[0], self.num_labels)
         return float((self.predict(kernel) == y).mean())
 
@@ -92,12 +101,12 @@ class KernelRowLogistic(_KernelEstimator):
 
     def decision_function(self, kernel: Tensor | np.ndarray) -> np.ndarray:
         """Row decision values reshaped to [M, C] (argmax over c gives a multiclass prediction)."""
-        k = _matrix(kernel, self.n_train, self.num_labels)
+        k = self._columns(kernel)
         return self.model_.decision_function(k).reshape(-1, self.num_labels)
 
     def paper_row_accuracy(self, kernel: Tensor | np.ndarray, y: np.ndarray | Tensor) -> float:
         """Binary accuracy over all (example, class) rows: the paper's kernel "Acc"."""
-        k = _matrix(kernel, self.n_train, self.num_labels)
+        k = self._columns(kernel)
         y = _labels(y, kernel.shape[0], self.num_labels)
         return float(self.model_.score(k, self._row_targets(y)))
 
@@ -121,7 +130,7 @@ class KernelRidge(_KernelEstimator):
 
     def decision_function(self, kernel: Tensor | np.ndarray) -> np.ndarray:
         """K α per example [M, C]."""
-        return (_matrix(kernel, self.n_train, self.num_labels) @ self.alpha_).reshape(-1, self.num_labels)
+        return (self._columns(kernel) @ self.alpha_).reshape(-1, self.num_labels)
 
 
 class KernelLogistic(_KernelEstimator):
@@ -162,4 +171,4 @@ class KernelLogistic(_KernelEstimator):
 
     def decision_function(self, kernel: Tensor | np.ndarray) -> np.ndarray:
         """Logits K α + b per example [M, C]."""
-        return (_matrix(kernel, self.n_train, self.num_labels) @ self.alpha_).reshape(-1, self.num_labels) + self.bias_
+        return (self._columns(kernel) @ self.alpha_).reshape(-1, self.num_labels) + self.bias_
