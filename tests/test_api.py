@@ -10,7 +10,15 @@ import pytest
 import torch
 
 import dynascope as ds
-from ntk.tiny_ntk import NUM_LABELS, VOCAB, brute_force_ntk, rel_err, tiny_backbone, tiny_batch, tiny_classifier
+from ntk.tiny_ntk import (
+    NUM_LABELS,
+    TINY_CONFIG,
+    brute_force_ntk,
+    rel_err,
+    tiny_backbone,
+    tiny_batch,
+    tiny_classifier,
+)
 from tiny_models import tiny_bert_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -30,18 +38,7 @@ def tiny_bert_for_classification() -> torch.nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=40,
-        type_vocab_size=2,
-        pad_token_id=0,
-        num_labels=NUM_LABELS,
-        attn_implementation="eager",
-    )
+    config = BertConfig(type_vocab_size=2, pad_token_id=0, num_labels=NUM_LABELS, **TINY_CONFIG)
     return BertForSequenceClassification(config).double().eval()
 
 
@@ -98,10 +95,7 @@ def test_as_classifier_adapts_an_encoder_plus_head_and_refuses_what_it_cannot() 
         ds.as_classifier(backbone, head, pooling="max")
     with pytest.raises(ds.ConfigError, match="already has its head"):
         ds.as_classifier(clf, head)
-    roberta = RobertaForSequenceClassification(
-        RobertaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=40, num_labels=2)
-    )
+    roberta = RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, num_labels=2, **TINY_CONFIG))
     refused = r"RobertaClassificationHead \(dense: Linear.*out_proj: Linear\), not a single linear layer"
     with pytest.raises(ds.ConfigError, match=refused):
         ds.as_classifier(roberta)

@@ -10,6 +10,15 @@ from dynascope.models.classifier import Classifier
 
 VOCAB = 40
 NUM_LABELS = 3
+TINY_CONFIG = dict(  # the shared size of every tiny float64 encoder
+    vocab_size=VOCAB,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=40,
+    attn_implementation="eager",
+)
 
 
 def tiny_backbone(kind: str, seed: int = 0) -> nn.Module:
@@ -17,15 +26,7 @@ def tiny_backbone(kind: str, seed: int = 0) -> nn.Module:
     from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
     torch.manual_seed(seed)
-    common = dict(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=40,
-        attn_implementation="eager",
-    )
+    common = TINY_CONFIG
     if kind == "bert":
         model = BertModel(BertConfig(type_vocab_size=2, pad_token_id=0, **common), add_pooling_layer=False)
     else:
