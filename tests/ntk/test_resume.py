@@ -183,3 +183,28 @@ def test_ntk_command_on_a_lora_run_directory(tmp_path: Path) -> None:
     assert (stats["task"], stats["run_method"], stats["n_train"]) == ("toy", "lora", 8)
     assert sorted(stats["blocks"]) == ["layer.00.lora", "layer.01.lora"]  # the trained adapter only
     assert stats["ft"]["trace"] > 0 and stats["pre"]["trace"] > 0
+
+
+def test_ntk_config_file_gives_the_same_run_as_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from dynascope.cli import main
+    from dynascope.runio import read_json
+    from tiny_models import tiny_bert_folder
+
+    model = tiny_bert_folder(tmp_path / "model")
+    spec = _toy_task(tmp_path / "data")
+    settings = {"task": str(spec), "state": "ft", "model": str(model), "n_train": 6, "n_eval": 4, "probes": 0}
+    (tmp_path / "ntk.json").write_text(json.dumps(settings), encoding="utf-8")
+    flags = ["ntk", "--task", str(spec), "--state", "ft", "--model", str(model), "--n-train", "6"]
+    assert main([*flags, "--n-eval", "4", "--probes", "0", "--quiet", "--out", str(tmp_path / "flags")]) == 0
+    assert main(["ntk", "--config", str(tmp_path / "ntk.json"), "--quiet", "--out", str(tmp_path / "file")]) == 0
+    assert read_json(tmp_path / "file" / "config.json") == read_json(tmp_path / "flags" / "config.json")
+    # a flag overrides the file
+    out = tmp_path / "override"
+    assert main(["ntk", "--config", str(tmp_path / "ntk.json"), "--n-eval", "3", "--quiet", "--out", str(out)]) == 0
+    assert read_json(out / "config.json")["n_eval"] == 3
+    capsys.readouterr()
+    (tmp_path / "bad.json").write_text(json.dumps({**settings, "n_trian": 8}), encoding="utf-8")
+    assert main(["ntk", "--config", str(tmp_path / "bad.json"), "--quiet", "--out", str(tmp_path / "bad")]) != 0
+    assert "unknown NTK settings ['n_trian']" in capsys.readouterr().err

@@ -15,14 +15,14 @@ import argparse
 import copy
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dynascope.commands.common import add_common
+from dynascope.commands.common import add_common, load_config_file
 from dynascope.errors import ConfigError
 from dynascope.progress import progress, say
 from dynascope.runio import environment, prepare_run_dir, write_json, write_npz, write_safetensors
@@ -229,20 +229,40 @@ def format_table(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def config_from_mapping(data: dict[str, Any], where: str = "config") -> NTKConfig:
+    """An ``NTKConfig`` from a mapping (a config file's content); unknown keys are named in the error."""
+    known = {f.name for f in fields(NTKConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown NTK settings {unknown}; expected some of {sorted(known)}")
+    data = dict(data)
+    if isinstance(data.get("solvers"), str):
+        data["solvers"] = data["solvers"].split(",")
+    if "solvers" in data:
+        data["solvers"] = tuple(data["solvers"])
+    if "state" not in data:
+        raise ConfigError(f"{where}: --state is required (or 'state' in --config)")
+    return NTKConfig(**data)
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = NTKConfig(
-        task=args.task,
-        state=args.state,
-        n_train=args.n_train,
-        n_eval=args.n_eval,
-        seed=args.seed,
-        model=args.model,
-        pooling=args.pooling,
-        max_length=args.max_length,
-        memory_gb=args.memory_gb,
-        probes=args.probes,
-        solvers=tuple(args.solvers.split(",")) if args.solvers else (),
-    )
+    data = load_config_file(args.config, "NTK settings") if args.config else {}
+    flags = {
+        "task": args.task,
+        "state": args.state,
+        "n_train": args.n_train,
+        "n_eval": args.n_eval,
+        "seed": args.seed,
+        "model": args.model,
+        "pooling": args.pooling,
+        "max_length": args.max_length,
+        "memory_gb": args.memory_gb,
+        "probes": args.probes,
+        "solvers": args.solvers,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    data.setdefault("task", None)
+    config = config_from_mapping(data, args.config or "flags")
     stats = run_ntk(config, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
     print(format_table(stats))
     return 0
@@ -257,17 +277,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", help="registered task or task spec file (default with a run directory: its task)")
-    p.add_argument("--state", required=True, help=f"{' | '.join(STATES)} | a finished fine-tuning run directory")
-    p.add_argument("--n-train", type=int, default=64, help="training examples (stratified, seeded; default 64)")
-    p.add_argument("--n-eval", type=int, default=56, help="test examples (stratified, seeded; default 56)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="default", help="default | mpnet-base | a model folder | a hub id")
-    p.add_argument("--pooling", choices=("cls", "mean"), default="cls")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--memory-gb", type=float, default=4.0, help="budget for per-example Jacobian rows (default 4)")
-    p.add_argument("--probes", type=int, default=16, help="Hutchinson / Hutch++ probes for trace estimates (0: none)")
-    p.add_argument(
-        "--solvers", default="paper,ridge,logistic", help="comma list of kernel solvers (paper, ridge, logistic)"
-    )
+    p.add_argument("--config", help="YAML/JSON file with NTK settings (NTKConfig fields); flags override it")
+    p.add_argument("--state", help=f"{' | '.join(STATES)} | a finished fine-tuning run directory (required)")
+    p.add_argument("--n-train", type=int, help="training examples (stratified, seeded; default 64)")
+    p.add_argument("--n-eval", type=int, help="test examples (stratified, seeded; default 56)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--model", help="default | mpnet-base | a model folder | a hub id")
+    p.add_argument("--pooling", choices=("cls", "mean"), help="default cls")
+    p.add_argument("--max-length", type=int, help="default 128")
+    p.add_argument("--memory-gb", type=float, help="budget for per-example Jacobian rows (default 4)")
+    p.add_argument("--probes", type=int, help="Hutchinson / Hutch++ probes for trace estimates (0: none; default 16)")
+    p.add_argument("--solvers", help="comma list of kernel solvers (paper, ridge, logistic; default all three)")
     add_common(p)
     p.set_defaults(func=_run)
