@@ -55,12 +55,15 @@ class _KernelEstimator(ABC):
         self.n_train, self.num_labels = shape[2], shape[3]
         return _matrix(kernel), _labels(y, shape[0], shape[1])
 
-    def _columns(self, kernel: Tensor | np.ndarray) -> np.ndarray:
-        """An eval×train kernel as a matrix, checked against the fitted training set."""
+    def _check_fitted(self) -> None:
         if not hasattr(self, "n_train"):
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet: call fit(train_kernel, labels) before using it"
             )
+
+    def _columns(self, kernel: Tensor | np.ndarray) -> np.ndarray:
+        """An eval×train kernel as a matrix, checked against the fitted training set."""
+        self._check_fitted()
         return _matrix(kernel, self.n_train, self.num_labels)
 
     @abstractmethod
@@ -73,7 +76,7 @@ class _KernelEstimator(ABC):
 
     def score(self, kernel: Tensor | np.ndarray, y: np.ndarray | Tensor) -> float:
         """Multiclass accuracy of ``predict``."""
-        self._columns(kernel)
+        self._check_fitted()
         y = _labels(y, kernel.shape[0], self.num_labels)
         return float((self.predict(kernel) == y).mean())
 
