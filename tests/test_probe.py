@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from dynascope.errors import ConfigError
+from dynascope.errors import ConfigError, DataError
 from dynascope.train.probe import ProbeSettings, fit_linear_probe
 
 
@@ -60,5 +60,5 @@ def test_invalid_inputs() -> None:
         ProbeSettings(protocol="svm")
     with pytest.raises(ConfigError, match="two classes"):
         fit_linear_probe(np.zeros((4, 2)), np.zeros(4, dtype=int), 2)
-    with pytest.raises(ConfigError, match="labels must lie"):
+    with pytest.raises(DataError, match=r"expected labels in \[0, 3\), found values in \[0, 5\]"):
         fit_linear_probe(np.zeros((4, 2)), np.array([0, 1, 2, 5]), 3)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dynascope.errors import ConfigError
+from dynascope.ntk.components import as_matrix
 from dynascope.ntk.stats import (
     block_nuclear_norms,
     first_step_residuals,
@@ -124,3 +125,14 @@ def test_rank_tolerance_follows_jacobian_precision() -> None:
     f = torch.einsum("ncp,mdp->ncmd", jac, jac)  # zero-sum head up to 1e-6 noise: σ ~ 1e-12·σ_max
     assert kernel_rank(f) == 12  # float64 tolerance sees the noise directions
     assert kernel_rank(f, default_rtol(f, torch.float32)) == 8  # float32 Jacobians cannot resolve them
+
+
+def test_as_matrix_orders_rows_by_example_then_class_and_checks_the_layout() -> None:
+    k = torch.arange(2 * 3 * 4 * 3, dtype=torch.float64).reshape(2, 3, 4, 3)
+    m = as_matrix(k)
+    assert m.shape == (6, 12)
+    assert m[1 * 3 + 2, 3 * 3 + 1] == k[1, 2, 3, 1]
+    with pytest.raises(ConfigError, match=r"kernel: expected shape \(N_A, C, N_B, C\), found \(2, 3, 4\)"):
+        as_matrix(k[..., 0])
+    with pytest.raises(ConfigError, match=r"found \(2, 3, 4, 2\)"):
+        kernel_rank(k[..., :2])

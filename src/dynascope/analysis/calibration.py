@@ -21,21 +21,16 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from dynascope.errors import ConfigError, DataError
+from dynascope.errors import DataError
+from dynascope.validation import check_array, check_int, check_labels, to_numpy
 
 DEFAULT_BINS = 15
 PROB_FLOOR = 1e-12
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def softmax(logits: ArrayLike) -> NDArray[np.float64]:
     """Row-wise softmax in float64, stabilised by subtracting the row maximum."""
-    z = np.asarray(_to_numpy(logits), dtype=np.float64)
+    z = np.asarray(to_numpy(logits), dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -43,7 +38,7 @@ def softmax(logits: ArrayLike) -> NDArray[np.float64]:
 
 def log_softmax(logits: ArrayLike) -> NDArray[np.float64]:
     """Row-wise log-softmax in float64 (exact log-sum-exp, no clamping)."""
-    z = np.asarray(_to_numpy(logits), dtype=np.float64)
+    z = np.asarray(to_numpy(logits), dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
@@ -51,27 +46,22 @@ def log_softmax(logits: ArrayLike) -> NDArray[np.float64]:
 def validate_scores(
     scores: ArrayLike, labels: ArrayLike, from_logits: bool = True
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Validated float64 scores [N, C] and int64 labels [N] in range."""
-    s = np.asarray(_to_numpy(scores), dtype=np.float64)
-    y = _to_numpy(labels)
-    if s.ndim != 2 or s.shape[1] < 2:
+    """Validated float64 scores [N, C] (C >= 2, finite; in [0, 1] unless logits) and int64 labels [N] in [0, C)."""
+    s = check_array(scores, name="scores", ndim=2)
+    if s.shape[1] < 2:
         raise DataError(f"expected scores of shape [N, C] with C >= 2, found {s.shape}", field="scores")
-    if y.ndim != 1 or y.shape[0] != s.shape[0]:
-        raise DataError(f"expected {s.shape[0]} labels in a 1-D array, found shape {y.shape}", field="labels")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"expected integer labels, found dtype {y.dtype}", field="labels")
-    if y.size and (y.min() < 0 or y.max() >= s.shape[1]):
-        raise DataError(f"expected labels in [0, {s.shape[1]}), found [{y.min()}, {y.max()}]", field="labels")
-    if not np.all(np.isfinite(s)):
-        raise DataError("expected finite scores, found NaN or inf", field="scores")
+    y = check_labels(labels, n=s.shape[0], num_classes=s.shape[1])
     if not from_logits and (s.min(initial=0.0) < 0 or s.max(initial=0.0) > 1):
-        raise DataError("from_logits=False expects probabilities in [0, 1]", field="scores")
-    return s, y.astype(np.int64)
+        raise DataError(
+            f"from_logits=False expects probabilities in [0, 1], found values in [{s.min()}, {s.max()}]",
+            field="scores",
+        )
+    return s, y
 
 
 def probabilities(scores: ArrayLike, from_logits: bool = True) -> NDArray[np.float64]:
     """Softmax of logits, or the probabilities themselves (float64) when ``from_logits`` is False."""
-    s = np.asarray(_to_numpy(scores), dtype=np.float64)
+    s = np.asarray(to_numpy(scores), dtype=np.float64)
     return softmax(s) if from_logits else s
 
 
@@ -112,15 +102,10 @@ class Binning:
         }
 
 
-def _check_bins(n_bins: int) -> None:
-    if not isinstance(n_bins, int | np.integer) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ConfigError(f"n_bins must be a positive integer, found {n_bins!r}")
-
-
 def equal_width_binning(n_bins: int = DEFAULT_BINS) -> Binning:
     """Equal-width bins on [0, 1] with edges b/B."""
-    _check_bins(n_bins)
-    return Binning("equal-width", int(n_bins), tuple(float(e) for e in np.linspace(0.0, 1.0, n_bins + 1)))
+    n_bins = check_int(n_bins, "n_bins")
+    return Binning("equal-width", n_bins, tuple(float(e) for e in np.linspace(0.0, 1.0, n_bins + 1)))
 
 
 def bin_index(confidence: ArrayLike, n_bins: int = DEFAULT_BINS) -> NDArray[np.int64]:
@@ -197,7 +182,7 @@ def reliability_diagram(
     scores: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_BINS, from_logits: bool = True
 ) -> ReliabilityData:
     """Equal-width reliability data: per bin, the count, mean confidence and accuracy."""
-    _check_bins(n_bins)
+    check_int(n_bins, "n_bins")
     conf, correct = confidence_and_correct(scores, labels, from_logits)
     return _reliability_from(conf, correct, n_bins)
 
@@ -228,7 +213,7 @@ def adaptive_calibration_error(
     scores: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_BINS, from_logits: bool = True
 ) -> float:
     """Equal-mass ECE: confidences sorted and split into ``n_bins`` groups of (nearly) equal size."""
-    _check_bins(n_bins)
+    check_int(n_bins, "n_bins")
     conf, correct = confidence_and_correct(scores, labels, from_logits)
     return _adaptive_from(conf, correct, n_bins)
 
@@ -348,7 +333,7 @@ class CalibrationAccumulator:
     _n_classes: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_bins(self.n_bins)
+        check_int(self.n_bins, "n_bins")
 
     def update(self, scores: ArrayLike, labels: ArrayLike) -> None:
         """Add one batch of scores [B, C] and labels [B]."""

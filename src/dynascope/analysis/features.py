@@ -19,38 +19,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from dynascope.errors import ConfigError, DataError
+from dynascope.validation import check_array, check_labels
 
 _EPS = 1e-12
 FISHER_RCOND = 1e-10
 
 
-def _as_matrix(x: ArrayLike | Any, field: str) -> NDArray[np.float64]:
-    """A 2-D float64 copy of ``x`` (torch tensors are detached and moved to CPU)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise DataError(f"expected a 2-D array [N, h], found shape {arr.shape}", field=field)
-    if not np.all(np.isfinite(arr)):
-        raise DataError("expected finite values, found NaN or inf", field=field)
-    return arr
-
-
-def _as_labels(y: ArrayLike | Any, n: int, field: str = "labels") -> NDArray[np.int64]:
-    """A 1-D int64 copy of ``y`` with ``n`` entries."""
-    if hasattr(y, "detach"):
-        y = y.detach().cpu().numpy()
-    arr = np.asarray(y)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"expected a 1-D array of {n} labels, found shape {arr.shape}", field=field)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise DataError(f"expected integer labels, found dtype {arr.dtype}", field=field)
-    return arr.astype(np.int64)
-
-
 def _paired(phi_post: ArrayLike, phi_pre: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    post = _as_matrix(phi_post, "phi_post")
-    pre = _as_matrix(phi_pre, "phi_pre")
+    post = check_array(phi_post, name="phi_post", ndim=2)
+    pre = check_array(phi_pre, name="phi_pre", ndim=2)
     if post.shape != pre.shape:
         raise DataError(f"phi_post and phi_pre must have the same shape, found {post.shape} and {pre.shape}")
     if post.shape[0] == 0:
@@ -82,7 +59,7 @@ def mean_pairwise_cosine(phi: ArrayLike) -> float:
     Computed in O(N·h) as (‖Σ u_i‖² − Σ ‖u_i‖²) / (N(N − 1)) with u_i the unit rows; an all-zero row
     contributes cosine 0 to every pair. Needs at least two examples.
     """
-    x = _as_matrix(phi, "phi")
+    x = check_array(phi, name="phi", ndim=2)
     n = x.shape[0]
     if n < 2:
         raise DataError(f"expected at least 2 examples for pairwise cosine, found {n}", field="phi")
@@ -98,8 +75,8 @@ def scatter_matrices(phi: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.floa
     S_W = (1/N) Σ_c Σ_{i∈c} (φ_i − μ_c)(φ_i − μ_c)ᵀ and S_B = Σ_c (N_c/N)(μ_c − μ)(μ_c − μ)ᵀ, with μ the
     overall mean. Only classes present in ``labels`` count.
     """
-    x = _as_matrix(phi, "phi")
-    y = _as_labels(labels, x.shape[0])
+    x = check_array(phi, name="phi", ndim=2)
+    y = check_labels(labels, n=x.shape[0])
     if x.shape[0] == 0:
         raise DataError("expected at least one example, found none", field="phi")
     mu = x.mean(axis=0)
@@ -130,8 +107,8 @@ def fisher_ratio(phi: ArrayLike, labels: ArrayLike, *, rcond: float = FISHER_RCO
         raise ConfigError(f"rcond must be >= 0, found {rcond}")
     if not ridge >= 0:
         raise ConfigError(f"ridge must be >= 0, found {ridge}")
-    x = _as_matrix(phi, "phi")
-    y = _as_labels(labels, x.shape[0])
+    x = check_array(phi, name="phi", ndim=2)
+    y = check_labels(labels, n=x.shape[0])
     if np.unique(y).size < 2:
         raise DataError(f"expected at least 2 classes for a Fisher ratio, found {np.unique(y).size}", field="labels")
     s_w, s_b = scatter_matrices(x, y)
@@ -168,7 +145,7 @@ def feature_change_metrics(
 ) -> FeatureChange:
     """Diff, cosine to the pre-trained features, CS and FDR before and after fine-tuning for one split."""
     post, pre = _paired(phi_post, phi_pre)
-    y = _as_labels(labels, post.shape[0])
+    y = check_labels(labels, n=post.shape[0])
     two_classes = np.unique(y).size >= 2
     return FeatureChange(
         n=int(post.shape[0]),
@@ -193,7 +170,7 @@ def tsne_embedding(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    arr = _as_matrix(x, "x")
+    arr = check_array(x, name="x", ndim=2)
     n, h = arr.shape
     if n < 3:
         raise DataError(f"expected at least 3 rows for t-SNE, found {n}", field="x")
@@ -214,8 +191,8 @@ def tsne_features_and_head(
     Every row is scaled to unit length first, so distances reflect directions (the logit of class c
     is ⟨V_c, φ⟩ + b_c) rather than the very different norms of features and head rows.
     """
-    f = _as_matrix(phi, "phi")
-    v = _as_matrix(head_weight, "head_weight")
+    f = check_array(phi, name="phi", ndim=2)
+    v = check_array(head_weight, name="head_weight", ndim=2)
     if f.shape[1] != v.shape[1]:
         raise DataError(f"phi has {f.shape[1]} columns but the head has {v.shape[1]}", field="head_weight")
     coords = tsne_embedding(np.vstack([_unit_rows(f), _unit_rows(v)]), seed=seed, perplexity=perplexity)

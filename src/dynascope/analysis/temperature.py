@@ -31,6 +31,7 @@ from dynascope.analysis.calibration import (
     validate_scores,
 )
 from dynascope.errors import ConfigError, DataError
+from dynascope.validation import to_numpy
 
 Method = Literal["lbfgs", "adam"]
 METRIC_KEYS = ("ece", "mce", "adaptive_ece", "brier", "brier_paper", "nll")
@@ -186,8 +187,7 @@ def apply_temperature(logits: ArrayLike, temperature: float) -> NDArray[np.float
     """``logits / T`` in float64."""
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ConfigError(f"temperature must be finite and > 0, found {temperature!r}")
-    z = logits.detach().cpu().numpy() if hasattr(logits, "detach") else logits
-    return np.asarray(z, dtype=np.float64) / temperature
+    return np.asarray(to_numpy(logits), dtype=np.float64) / temperature
 
 
 class TemperatureScaler:

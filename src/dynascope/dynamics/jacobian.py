@@ -16,14 +16,10 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch.func import jacrev, jvp, vjp, vmap
 
+from dynascope.validation import check_choice, check_flat
+
 Step = Callable[[torch.Tensor], torch.Tensor]
-
-
-def check_flat(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Return ``x`` detached, or raise if it is not a flat state vector of shape (n,)."""
-    if x.ndim != 1 or x.numel() == 0:
-        raise ValueError(f"{name} must be a flat state of shape (n,) with n >= 1; found shape {tuple(x.shape)}")
-    return x.detach()
+MODES = ("fwd", "rev")
 
 
 def step_jacobian(
@@ -42,9 +38,7 @@ def step_jacobian(
     (memory grows with it; None = all n).
     """
     x = check_flat(x)
-    if mode not in ("fwd", "rev"):
-        raise ValueError(f"mode must be 'fwd' or 'rev'; found {mode!r}")
-    if mode == "rev":
+    if check_choice(mode, MODES, "mode") == "rev":
         return jacrev(step, chunk_size=chunk_size)(x)
     n = x.numel()
     chunk = n if chunk_size is None else max(1, chunk_size)

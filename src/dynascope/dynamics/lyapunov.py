@@ -21,7 +21,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator, svds
 from torch.func import jvp, vjp, vmap
 
-from dynascope.dynamics.jacobian import Step, check_flat, step_jacobian
+from dynascope.dynamics.jacobian import Step, step_jacobian
+from dynascope.validation import check_flat, check_int
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,11 +70,10 @@ def _summarise(exponents: torch.Tensor, n: int, method: str, T: int, k: int, nul
 
 
 def _check_args(x0: torch.Tensor, T: int, null_dims: int) -> torch.Tensor:
+    """``x0`` detached, after checking it is a flat state, T (loop steps) >= 1 and null_dims in [0, n - 1]."""
     x0 = check_flat(x0, "x0")
-    if T < 1:
-        raise ValueError(f"T (loop steps) must be >= 1; found {T}")
-    if not 0 <= null_dims < x0.numel():
-        raise ValueError(f"null_dims must be in [0, n={x0.numel()}); found {null_dims}")
+    check_int(T, "T (loop steps)")
+    check_int(null_dims, "null_dims", minimum=0, maximum=x0.numel() - 1)
     return x0
 
 

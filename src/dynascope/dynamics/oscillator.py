@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from dynascope.dynamics.jacobian import Step, check_flat, step_jacobian
+from dynascope.dynamics.jacobian import Step, step_jacobian
+from dynascope.validation import check_flat
 
 
 def antisymmetric(omegas: torch.Tensor) -> torch.Tensor:

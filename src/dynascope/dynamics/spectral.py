@@ -15,7 +15,8 @@ import torch
 from scipy.sparse.linalg import eigs, eigsh
 from torch.func import jvp, vjp
 
-from dynascope.dynamics.jacobian import Step, check_flat, jvp_operator, step_jacobian, symmetric_jvp_operator
+from dynascope.dynamics.jacobian import Step, jvp_operator, step_jacobian, symmetric_jvp_operator
+from dynascope.validation import check_flat
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,12 @@ import torch
 from torch import Tensor
 
 from dynascope.errors import ConfigError
-
-
-def _square(kernel: Tensor) -> Tensor:
-    if kernel.ndim != 4 or kernel.shape[1] != kernel.shape[3]:
-        raise ConfigError(f"expected a kernel of shape (N_A, C, N_B, C), got {tuple(kernel.shape)}")
-    n_a, c, n_b, _ = kernel.shape
-    return kernel.reshape(n_a * c, n_b * c).double()
+from dynascope.ntk.components import as_matrix
 
 
 def singular_values(kernel: Tensor) -> Tensor:
     """Singular values of the N·C × N·C matrix, descending."""
-    return torch.linalg.svdvals(_square(kernel))
+    return torch.linalg.svdvals(as_matrix(kernel).double())
 
 
 def default_rtol(kernel: Tensor, precision: torch.dtype = torch.float64) -> float:
@@ -43,7 +37,7 @@ def default_rtol(kernel: Tensor, precision: torch.dtype = torch.float64) -> floa
 
 def kernel_rank(kernel: Tensor, rtol: float | None = None) -> int:
     """Numerical rank: σ > rtol·σ_max, default rtol = max(rows, cols)·eps(float64) (see ``default_rtol``)."""
-    matrix = _square(kernel)
+    matrix = as_matrix(kernel).double()
     sv = torch.linalg.svdvals(matrix)
     if sv.numel() == 0 or float(sv[0]) == 0.0:
         return 0
@@ -115,4 +109,5 @@ class KernelSummary:
 
 def summarize(kernel: Tensor, rtol: float | None = None) -> KernelSummary:
     """Rank (see ``kernel_rank``), FN and trace of a square kernel."""
-    return KernelSummary(kernel_rank(kernel, rtol), frobenius_norm(kernel), float(torch.trace(_square(kernel))))
+    trace = float(torch.trace(as_matrix(kernel).double()))
+    return KernelSummary(kernel_rank(kernel, rtol), frobenius_norm(kernel), trace)

@@ -30,6 +30,10 @@ from dynascope.errors import ConfigError
 from dynascope.ntk.blocks import resolve_partition
 from dynascope.ntk.functional import WORD, Batch, KernelModel, example_jvp, example_vjp, examples
 from dynascope.ntk.ghost import ghost_trace, summed_row_square
+from dynascope.validation import check_choice, check_int
+
+TRACE_METHODS = ("hutchinson", "hutch++", "exact")
+EXACT_METHODS = ("ghost", "vjp")
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,8 @@ class JacobianOperator:
         ``method="ghost"`` (default) contracts activation gradients with layer inputs (ghost norms, no weight
         gradient formed); ``method="vjp"`` pulls each row back to every parameter gradient and sums squares.
         """
-        if method == "ghost":
+        if check_choice(method, EXACT_METHODS, "method") == "ghost":
             return ghost_trace(self.model, self.examples, self.names, self.output, chunk)
-        if method != "vjp":
-            raise ConfigError(f"exact trace method must be 'ghost' or 'vjp', got {method!r}")
         m = self.num_outputs
         eye = torch.eye(m, dtype=self.model.weight.dtype)
         total = 0.0
@@ -126,11 +128,6 @@ class JacobianOperator:
                 if self.with_word:
                     total += summed_row_square(ex.input_ids, g_embeds)
         return total
-
-
-def _check_probes(num_probes: int, minimum: int) -> None:
-    if num_probes < minimum:
-        raise ConfigError(f"need at least {minimum} probes, got {num_probes}")
 
 
 def hutchinson_samples(op: JacobianOperator, num_probes: int, seed: int = 0, chunk: int = 8) -> Iterator[Tensor]:
@@ -144,7 +141,7 @@ def hutchinson_samples(op: JacobianOperator, num_probes: int, seed: int = 0, chu
 
 def hutchinson_trace(op: JacobianOperator, num_probes: int, seed: int = 0, chunk: int = 8) -> TraceEstimate:
     """Hutchinson estimate of tr(J Jᵀ) = E‖J v‖², v Rademacher in parameter space; stderr = sd/√K."""
-    _check_probes(num_probes, 2)
+    num_probes = check_int(num_probes, "num_probes", minimum=2)
     z = torch.cat(list(hutchinson_samples(op, num_probes, seed, chunk)))
     return TraceEstimate(float(z.mean()), float(z.std(unbiased=True) / math.sqrt(num_probes)), num_probes, "hutchinson")
 
@@ -169,7 +166,7 @@ def hutchpp_trace(op: JacobianOperator, num_matvecs: int, seed: int = 0, chunk: 
 
     The standard error is that of the residual Hutchinson term (the range term is exact).
     """
-    _check_probes(num_matvecs, 6)
+    num_matvecs = check_int(num_matvecs, "num_matvecs", minimum=6)
     k = num_matvecs // 3
     generator = torch.Generator().manual_seed(seed)
     shapes = op._shapes()
@@ -206,6 +203,7 @@ def block_traces(
 
     ``method`` is ``"hutchinson"``, ``"hutch++"`` or ``"exact"`` (stderr 0).
     """
+    check_choice(method, TRACE_METHODS, "method")
     blocks = resolve_partition(model.trainable_names, model.word_name, partition)
     ops = {"total": None, **{b: names for b, names in blocks.items()}}
     out = {}
@@ -215,8 +213,6 @@ def block_traces(
             out[block] = hutchinson_trace(op, num_probes, seed + 1000 * i)
         elif method == "hutch++":
             out[block] = hutchpp_trace(op, num_probes, seed + 1000 * i)
-        elif method == "exact":
-            out[block] = TraceEstimate(op.exact_trace(), 0.0, 0, "exact")
         else:
-            raise ConfigError(f"method must be 'hutchinson', 'hutch++' or 'exact', got {method!r}")
+            out[block] = TraceEstimate(op.exact_trace(), 0.0, 0, "exact")
     return out

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from dynascope.data.encode import Encoded, iterate_batches
+from dynascope.data.task import METRICS
 from dynascope.errors import ConfigError
 from dynascope.progress import progress
-
-EXTRA_METRICS = ("mcc", "f1", "macro_f1")
 
 
 @torch.no_grad()
@@ -56,5 +55,5 @@ def classification_metrics(
         elif name == "macro_f1":
             out["macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
         else:
-            raise ConfigError(f"unknown metric {name!r}; known: accuracy, {', '.join(EXTRA_METRICS)}")
+            raise ConfigError(f"unknown metric {name!r}; known: accuracy, {', '.join(METRICS)}")
     return out

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from dynascope.errors import ConfigError
+from dynascope.validation import check_array, check_choice, check_labels
 
 PROTOCOLS = ("cv", "fixed", "gd")
+SCORINGS = ("accuracy", "neg_log_loss")
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class ProbeSettings:
     gd_lr: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"LP protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        check_choice(self.protocol, PROTOCOLS, "protocol")
+        check_choice(self.scoring, SCORINGS, "scoring")
         if (
             self.C <= 0
             or self.Cs < 1
@@ -50,8 +52,6 @@ class ProbeSettings:
             or self.gd_lr <= 0
         ):
             raise ConfigError(f"LP settings out of range: {self}")
-        if self.scoring not in ("accuracy", "neg_log_loss"):
-            raise ConfigError(f"LP scoring must be 'accuracy' or 'neg_log_loss', got {self.scoring!r}")
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -75,12 +75,9 @@ class ProbeResult:
 
 
 def _check(phi: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    phi = np.asarray(phi, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if phi.ndim != 2 or labels.shape != (phi.shape[0],):
-        raise ConfigError(f"features must be [N, h] with N labels; got {phi.shape} and {labels.shape}")
-    if labels.min() < 0 or labels.max() >= num_labels:
-        raise ConfigError(f"labels must lie in [0, {num_labels}), found [{labels.min()}, {labels.max()}]")
+    """Features [N, h] (float64) and labels [N] in [0, num_labels) with at least two classes present."""
+    phi = check_array(phi, name="phi", ndim=2)
+    labels = check_labels(labels, n=phi.shape[0], num_classes=num_labels)
     present = np.unique(labels)
     if len(present) < 2:
         raise ConfigError(f"LP needs at least two classes in the training labels, found {present.tolist()}")
