@@ -102,7 +102,7 @@ def write_ntk_run(path: Path, *, task: str = "toy", state: str = "ft", n: int = 
             "pre": kernel_stats(0.5),
             "ft": kernel_stats(1.0),
             "total": kernel_stats(1.0),
-            "trace": {"ft": 3.0, "hutchinson": {"estimate": 2.9}},
+            "trace": {"exact_ft": 3.0, "hutchinson_ft": {"estimate": 2.9, "stderr": 0.1}},
             "train_indices": list(range(n)),
             "ft_ratio": 0.2,
         },

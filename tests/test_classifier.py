@@ -128,3 +128,41 @@ def test_resolve_model_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_model("./no/such/folder")
     assert resolve_model("org/some-model") == "org/some-model"
+
+
+def test_apply_lora_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    def adapter(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(123)  # a different global state before each call
+        clf = apply_lora(Classifier(tiny_bert(), 2), LoraSettings(r=2), seed=seed)
+        return lora_state_dict(clf)
+
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    Classifier(tiny_bert(), 2)  # consumes the global RNG like any model build
+    after_build = torch.random.get_rng_state()
+    torch.random.set_rng_state(before)
+    clf = Classifier(tiny_bert(), 2)
+    apply_lora(clf, LoraSettings(r=2), seed=3)
+    assert torch.equal(torch.random.get_rng_state(), after_build)  # apply_lora drew nothing from the caller's RNG
+    first, again, other = adapter(3), adapter(3), adapter(4)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first if "lora_A" in k)
+
+
+def test_load_backbone_restores_the_hf_logging_level(tmp_path) -> None:
+    from transformers import BertTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    from dynascope.models import load_backbone
+
+    tiny_bert().save_pretrained(tmp_path)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(tmp_path)
+    hf_logging.set_verbosity_info()
+    try:
+        load_backbone(str(tmp_path))
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity_warning()

@@ -1,7 +1,9 @@
-"""Run directories: atomic writes of JSON, arrays and tensors, and the environment record.
+"""Run directories: atomic writes of JSON, arrays and tensors, the environment record, and the run kinds.
 
 Every file is written to a temporary sibling and renamed into place, so an interrupted job never
-leaves a half-written result behind.
+leaves a half-written result behind. Each kind of run directory (fine-tuning, NTK, looped model, Sudoku
+build, study, comparison, report) is a :class:`RunKind`: the one place that knows its file names and the
+file whose presence marks it finished. Writers and readers go through it instead of spelling file names.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import platform
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dynascope.errors import RunExistsError
+from dynascope.errors import DataError, RunExistsError
 
-FINISHED_MARKER = "metrics.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -119,7 +121,7 @@ def environment(seed: int | None = None) -> dict[str, Any]:
     return info
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool = False, marker: str = FINISHED_MARKER) -> Path:
+def prepare_run_dir(out: str | Path, overwrite: bool, marker: str) -> Path:
     """Create ``out`` for a run; refuse if it already holds a finished run (``marker`` present).
 
     An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed.
@@ -152,3 +154,195 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_TEXT_SUFFIXES = (".md", ".csv", ".html", ".txt")
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """One kind of run directory: the file of each role, and the role whose file marks the run finished.
+
+    ``files`` maps a role (``"metrics"``, ``"head"``, ...) to a file or folder name inside the run
+    directory. :meth:`write` and :meth:`load` choose the format from the suffix (JSON, npz, safetensors,
+    text, torch), so a caller names only the role.
+    """
+
+    name: str
+    marker: str
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.marker not in self.files:
+            raise ValueError(f"{self.name}: marker role {self.marker!r} is not among its files {sorted(self.files)}")
+
+    def path(self, run_dir: str | Path, role: str) -> Path:
+        """The path of ``role`` inside ``run_dir``."""
+        try:
+            return Path(run_dir) / self.files[role]
+        except KeyError:
+            raise KeyError(f"a {self.name} run has no {role!r} file; known: {', '.join(sorted(self.files))}") from None
+
+    def is_finished(self, run_dir: str | Path) -> bool:
+        """Whether ``run_dir`` holds a finished run of this kind (its marker file exists)."""
+        return self.path(run_dir, self.marker).is_file()
+
+    def has(self, run_dir: str | Path, role: str) -> bool:
+        """Whether the file of ``role`` exists in ``run_dir``."""
+        return self.path(run_dir, role).exists()
+
+    def prepare(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Create ``out`` for a run of this kind; refuse a finished one unless ``overwrite`` (see
+        :func:`prepare_run_dir`)."""
+        return prepare_run_dir(out, overwrite=overwrite, marker=self.files[self.marker])
+
+    def write(self, run_dir: str | Path, role: str, obj: Any, metadata: dict[str, str] | None = None) -> Path:
+        """Write ``obj`` as the file of ``role`` atomically, in the format its suffix names."""
+        path = self.path(run_dir, role)
+        suffix = path.suffix
+        if suffix == ".json":
+            return write_json(path, obj)
+        if suffix == ".npz":
+            return write_npz(path, obj)
+        if suffix == ".safetensors":
+            return write_safetensors(path, obj, metadata=metadata)
+        if suffix == ".pt":
+            return write_torch(path, obj)
+        if suffix == ".png":
+            return write_bytes(path, obj)
+        if suffix in _TEXT_SUFFIXES:
+            return write_text(path, obj)
+        raise ValueError(f"{self.name}: role {role!r} ({path.name}) is not a file this module writes")
+
+    def write_record(self, run_dir: str | Path, config: Mapping[str, Any], seed: int | None) -> None:
+        """Write ``config.json`` and ``env.json``: what was asked, and on what software."""
+        self.write(run_dir, "config", config)
+        self.write(run_dir, "env", environment(seed))
+
+    def load(self, run_dir: str | Path, role: str) -> Any:
+        """Read the file of ``role``: JSON as Python objects, npz as a dict of arrays, safetensors as a dict of
+        torch tensors; a missing or unreadable file raises a ``DataError`` naming it."""
+        path = self.path(run_dir, role)
+        if not path.is_file():
+            raise DataError(f"no {role} file in this {self.name} run", path=path)
+        try:
+            if path.suffix == ".json":
+                return read_json(path)
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    return {name: data[name] for name in data.files}
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                return load_file(str(path))
+            if path.suffix in _TEXT_SUFFIXES:
+                return path.read_text(encoding="utf-8")
+        except DataError:
+            raise
+        except Exception as exc:  # any unreadable file is reported with its path
+            what = {".json": "JSON", ".npz": "arrays", ".safetensors": "tensors"}.get(path.suffix, "text")
+            raise DataError(f"cannot read {what}: {exc}", path=path) from exc
+        raise ValueError(f"{self.name}: role {role!r} ({path.name}) is not a file this module reads")
+
+    def load_optional(self, run_dir: str | Path, role: str) -> Any | None:
+        """:meth:`load`, or None when the file is absent."""
+        return self.load(run_dir, role) if self.path(run_dir, role).is_file() else None
+
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+_RECORD = {"config": CONFIG_FILE, "env": "env.json"}
+
+FINETUNE = RunKind(
+    "fine-tuning",
+    marker="metrics",
+    files={
+        **_RECORD,
+        "metrics": METRICS_FILE,
+        "logits": "logits.npz",
+        "features": "features.npz",
+        "head": "head.safetensors",
+        "adapter": "adapter.safetensors",
+        "backbone": "backbone.safetensors",
+        "checkpoint": "checkpoint",
+        "calibration": "calibration.json",
+        "feature_metrics": "features.json",
+        "lr_grid": "lr-grid",
+    },
+)
+"""A fine-tuning run (``dynascope train``): metrics.json is written last; ``checkpoint/`` holds the resumable
+training state until then."""
+
+NTK = RunKind(
+    "NTK",
+    marker="stats",
+    files={
+        **_RECORD,
+        "stats": "stats.json",
+        "kernels": "kernels.safetensors",
+        "spectra": "spectra.npz",
+        "blocks": "blocks",
+    },
+)
+"""An NTK run (``dynascope ntk``): stats.json is written last; ``blocks/`` holds resumable block kernels."""
+
+LOOPED = RunKind(
+    "looped model",
+    marker="metrics",
+    files={
+        **_RECORD,
+        "metrics": METRICS_FILE,
+        "model": "model.safetensors",
+        "checkpoint": "checkpoint.pt",
+        "analysis": "analysis.json",
+        "figures": "figures",
+    },
+)
+"""A looped-attention model trained on Sudoku (``dynascope dynamics train``), and its analysis."""
+
+SUDOKU = RunKind(
+    "Sudoku build",
+    marker="summary",
+    files={**_RECORD, "summary": "summary.json", "cache": "cache"},
+)
+"""A Sudoku dataset build: one ``<split>.npz`` per split, summary.json written last."""
+
+STUDY = RunKind(
+    "study",
+    marker="results",
+    files={
+        **_RECORD,
+        "results": "results.md",
+        "results_json": "results.json",
+        "checks": "checks.md",
+        "checks_json": "checks.json",
+        "timings": "stage_seconds.json",
+        "figures": "figures",
+        "report": "report",
+        "runs": "runs",
+        "lp_protocols": "lp-protocols",
+        "ntk": "ntk",
+    },
+)
+"""A paper's study (``dynascope reproduce``): results.md is written last; the LP-FT study keeps its fine-tuning
+runs under ``runs/`` and ``lp-protocols/`` and its NTK runs under ``ntk/``."""
+
+COMPARISON = RunKind(
+    "comparison",
+    marker="summary",
+    files={
+        "summary": "summary.md",
+        "summary_csv": "summary.csv",
+        "scale_head": "scale_head.md",
+        "scale_head_csv": "scale_head.csv",
+        "scale_head_figure": "scale_head.png",
+    },
+)
+"""A grid of fine-tuning runs (``dynascope compare``, ``scale-head``) and its mean ± std tables."""
+
+REPORT = RunKind(
+    "report",
+    marker="report",
+    files={**_RECORD, "report": "report.html", "tables": "tables", "figures": "figures"},
+)
+"""The HTML report (``dynascope report``)."""

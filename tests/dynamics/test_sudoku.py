@@ -25,9 +25,7 @@ from dynascope.dynamics.sudoku import (
     SudokuBuildConfig,
     SudokuSplit,
     allocate_sources,
-    board_accuracy,
     build_datasets,
-    cell_accuracy,
     derive_boards,
     load_split,
     random_cell_maps,
@@ -35,6 +33,7 @@ from dynascope.dynamics.sudoku import (
     relabel_digits,
     solve_sources,
 )
+from dynascope.dynamics.sudoku_metrics import board_accuracy, cell_accuracy
 from dynascope.errors import ConfigError, DataError, RunExistsError
 
 SMALL = SudokuBuildConfig(seed=7, easy_train=24, easy_test=12, hard_train=18, hard_valid=18, hard_test=36)

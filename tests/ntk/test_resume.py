@@ -13,6 +13,7 @@ from torch import Tensor
 from dynascope.ntk.checkpoint import CheckpointFolder
 from dynascope.ntk.components import ntk_components
 from dynascope.ntk.functional import kernel_model
+from dynascope.runio import NTK
 from ntk.tiny_ntk import tiny_batch
 
 
@@ -140,7 +141,7 @@ def test_ntk_command_writes_contract_and_resumes(
     with pytest.raises(Killed):
         main([*args, "--out", str(tmp_path / "resumed")])
     assert not (tmp_path / "resumed" / "stats.json").exists()
-    assert len(list((tmp_path / "resumed" / "checkpoints").glob("*.safetensors"))) == 2
+    assert len(list(NTK.path(tmp_path / "resumed", "blocks").glob("*.safetensors"))) == 2
     monkeypatch.setattr(CheckpointFolder, "save", real_save)
     assert main([*args, "--out", str(tmp_path / "resumed")]) == 0
 
@@ -153,16 +154,19 @@ def test_ntk_command_writes_contract_and_resumes(
     assert whole["ft"].dtype == torch.float64
     for key, value in whole.items():
         assert torch.equal(value, resumed[key]), key
-    assert not (tmp_path / "resumed" / "checkpoints").exists()
+    assert not NTK.has(tmp_path / "resumed", "blocks")
     stats = json.loads((tmp_path / "resumed" / "stats.json").read_text())
     assert (stats["kind"], stats["state"], stats["task"]) == ("ntk", state, "toy")
     assert stats["pre"]["rank"] <= 2 * 10 and 0 <= stats["ft_ratio"] <= 1.5
     assert stats["trace"]["hutchinson_ft"]["num_probes"] == 4
     trace = stats["trace"]
-    assert trace["probes"] == 4 and trace["exact"] == pytest.approx(stats["ft"]["trace"])
-    assert trace["hutchinson"] == trace["hutchinson_ft"]["estimate"] and trace["stderr"] > 0
+    assert trace["probes"] == 4 and trace["exact_ft"] == pytest.approx(stats["ft"]["trace"])
+    assert trace["hutchinson_ft"]["estimate"] > 0 and trace["stderr"] > 0
+    assert not {"exact", "hutchinson"} & set(trace)  # removed aliases (0.2)
+    paper = {"paper_row_acc_train", "paper_row_acc_test"} if "paper" in solvers else set()
     for key in ("pre", "ft", "total"):
-        assert set(stats[key]) >= {"rank", "frobenius", "acc_train", "acc_test"}
+        assert set(stats[key]) >= {"rank", "frobenius", "ridge_acc_train", "ridge_acc_test", *paper}
+        assert not {"acc_train", "acc_test"} & set(stats[key])
     assert ("lora_vs_ft" in stats["trace"]) == (state == "lora")
     spectra = np.load(tmp_path / "resumed" / "spectra.npz")
     assert spectra["total_nuclear"].shape == (10, 10) and spectra["ft_sv"][0] == 1.0

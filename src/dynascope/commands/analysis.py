@@ -15,14 +15,14 @@ from dynascope.analysis.temperature import TemperatureConfig
 from dynascope.commands.common import add_common
 from dynascope.errors import DataError
 from dynascope.progress import say
-from dynascope.report.runs import CALIBRATION_FILE, FEATURES_FILE, FinetuneRun, calibration_of, feature_metrics_of
-from dynascope.runio import write_json
+from dynascope.report.runs import FinetuneRun, calibration_of, feature_metrics_of
+from dynascope.runio import FINETUNE
 
 
 def _load_run(path: str) -> FinetuneRun:
     run_dir = Path(path)
-    if not (run_dir / "metrics.json").is_file():
-        raise DataError("not a finished fine-tuning run (no metrics.json)", path=run_dir)
+    if not FINETUNE.is_finished(run_dir):
+        raise DataError(f"not a finished fine-tuning run (no {FINETUNE.path(run_dir, 'metrics').name})", path=run_dir)
     return FinetuneRun.load(run_dir)
 
 
@@ -41,8 +41,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     run = _load_run(args.run_dir)
     result = calibration_of(run, n_bins=args.bins, config=TemperatureConfig(method=args.method))
     if result is None:
-        raise DataError("the run has no logits.npz", path=run.path)
-    path = write_json(run.path / CALIBRATION_FILE, result)
+        raise DataError(f"the run has no {FINETUNE.path(run.path, 'logits').name}", path=run.path)
+    path = FINETUNE.write(run.path, "calibration", result)
     fit = result["fit"]
     say(f"T = {result['temperature']:.4g} ({fit['method']}, {fit['iterations']} it, converged {fit['converged']})")
     for name, split in result["splits"].items():
@@ -56,8 +56,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     run = _load_run(args.run_dir)
     result = feature_metrics_of(run)
     if result is None:
-        raise DataError("the run has no features.npz", path=run.path)
-    path = write_json(run.path / FEATURES_FILE, result)
+        raise DataError(f"the run has no {FINETUNE.path(run.path, 'features').name}", path=run.path)
+    path = FINETUNE.write(run.path, "feature_metrics", result)
     for name, m in result["splits"].items():
         say(f"  {name}: Diff {m['diff']:.4g}, CS {m['cs_pre']:.3f} -> {m['cs_post']:.3f}")
     say(f"wrote {path}")

@@ -1,4 +1,5 @@
-"""``dynascope dynamics train`` (looped SA on Sudoku) and ``dynascope dynamics analyze RUN_DIR``.
+"""``dynascope dynamics train`` (looped SA on Sudoku), ``dynascope dynamics analyze RUN_DIR`` and
+``dynascope reproduce dynamics`` (the whole study: :func:`dynascope.experiments.dynamics.reproduce`).
 
 ``train`` reads boards built by ``dynascope sudoku build --out DIR`` (``--sudoku-dir DIR``); settings come
 from flags, or from a YAML/JSON file of ``TrainConfig`` fields (``--config``; flags override it).
@@ -8,23 +9,24 @@ from flags, or from a YAML/JSON file of ``TrainConfig`` fields (``--config``; fl
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dynascope import runio
 from dynascope.commands.common import add_common, load_config_file
-from dynascope.dynamics.analyze import AnalysisConfig, analyze_model, plot_accuracy, plot_eigenvalues, plot_traces
+from dynascope.dynamics.analyze import AnalysisConfig
 from dynascope.dynamics.layers import NORM_KINDS
 from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
 from dynascope.dynamics.regularizers import REGULARIZERS
-from dynascope.dynamics.sudoku import SPLIT_NAMES, load_split
-from dynascope.dynamics.train import TrainConfig, load_run, train_run
-from dynascope.errors import ConfigError, DataError
+from dynascope.dynamics.sudoku import SPLIT_NAMES
+from dynascope.dynamics.train import TrainConfig
+from dynascope.errors import ConfigError
+from dynascope.experiments.dynamics import EXTRA_RUNS, PRESETS, RUNS, publish, reproduce
+from dynascope.pipelines.dynamics import analyze_run_dir, train_from_sudoku_dir
 from dynascope.progress import say
-
-ANALYSIS_FILE = "analysis.json"
+from dynascope.runio import LOOPED
 
 _MODEL_FLAGS = {
     "model": "model",
@@ -76,59 +78,13 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 
 def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    sudoku_dir = Path(args.sudoku_dir)
-    splits = {name: load_split(sudoku_dir, name) for name in ("easy_train", "easy_test", "hard_test")}
     if args.threads:
         torch.set_num_threads(args.threads)
-    metrics = train_run(
-        config,
-        splits["easy_train"],
-        splits["easy_test"],
-        splits["hard_test"],
-        args.out,
-        overwrite=args.overwrite,
-        extra={"sudoku_dir": str(sudoku_dir), "train_split": "easy_train", "id": "easy_test", "ood": "hard_test"},
-    )
+    metrics = train_from_sudoku_dir(config, args.sudoku_dir, args.out, overwrite=args.overwrite)
     acc = metrics["board_accuracy"]
     for name in ("id", "ood"):
         print(f"{name}: " + "  ".join(f"T={t}: {100 * v:.1f}%" for t, v in acc[name].items()))
     return 0
-
-
-def analyze_run_dir(
-    run_dir: str | Path,
-    config: AnalysisConfig,
-    sudoku_dir: str | Path | None = None,
-    split: str = "easy_test",
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Analyse a finished run on the first boards of ``split``; writes analysis.json and figures/."""
-    run_dir = Path(run_dir)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        say("CUDA is not available: analysing on cpu")
-        device = "cpu"
-    train_config, model, record = load_run(run_dir, device)
-    source = sudoku_dir or record.get("sudoku_dir")
-    if source is None:
-        raise DataError("the run does not record its Sudoku directory; pass --sudoku-dir", path=run_dir)
-    boards = load_split(source, split)
-    puzzles = torch.as_tensor(boards.puzzles[: config.boards], dtype=torch.long)
-    result = analyze_model(model, puzzles, config)
-    result["split"] = split
-    result["model"] = train_config.model.to_dict()
-    runio.write_json(run_dir / ANALYSIS_FILE, result)
-    figures = run_dir / "figures"
-    figures.mkdir(exist_ok=True)
-    name = run_dir.name
-    plot_eigenvalues(result["boards"], f"{name}: eigenvalues of J at t={config.t_jacobian}").savefig(
-        figures / "eigenvalues.png", dpi=120
-    )
-    plot_traces(result["boards"], name).savefig(figures / "energy.png", dpi=120)
-    metrics = runio.read_json(run_dir / runio.FINISHED_MARKER)
-    plot_accuracy(metrics["board_accuracy"], f"{name}: board accuracy vs T").savefig(
-        figures / "accuracy_vs_T.png", dpi=120
-    )
-    return result
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -157,7 +113,7 @@ def _analyze(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = analyze_run_dir(args.run_dir, AnalysisConfig(**fields), args.sudoku_dir, args.split, args.device)
     s = result["summary"]
-    say(f"wrote {Path(args.run_dir) / ANALYSIS_FILE}")
+    say(f"wrote {LOOPED.path(args.run_dir, 'analysis')}")
     print(
         f"lyapunov max {s['lyapunov_max']:.4f} mean {s['lyapunov_mean']:.4f}  ‖J‖₂ {s['spectral_norm']:.4f}  "
         f"max|λ| {s['max_abs_eigenvalue']:.4f}  Prop. 5.1 bound holds: {s['bound_holds']}"
@@ -219,3 +175,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
     analyze.add_argument("--threads", type=int, help="torch CPU threads")
     analyze.set_defaults(func=_analyze)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = tuple(r.strip() for r in args.runs.split(",")) if args.runs else None
+    preset = PRESETS[args.preset]
+    if args.epochs:
+        preset = replace(preset, epochs=args.epochs)
+    results = reproduce(preset, args.out, args.data_dir, args.device, args.seed, runs, args.overwrite)
+    if args.docs:
+        publish(Path(args.out), Path(args.docs))
+    print(f"{args.out}: results.md, checks.md ({results['timings']['stages']:.0f} s of measured stages)")
+    return 0
+
+
+def register_reproduce(studies: argparse._SubParsersAction) -> None:
+    """Add ``reproduce dynamics``."""
+    parser = studies.add_parser(
+        "dynamics", help="looped SA on Sudoku: ItrSA / AKOrN ± norm ± Spec, accuracy vs T, Lyapunov, spectra"
+    )
+    add_common(parser)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="sizes (default quick)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--runs",
+        help=f"comma-separated runs (default: the grid {[s.name for s in RUNS]}; also {[s.name for s in EXTRA_RUNS]})",
+    )
+    parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--docs", help="also copy results, checks and figures into this folder")
+    parser.set_defaults(func=_reproduce)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from dynascope.commands.common import add_common, load_config_file
 from dynascope.errors import ConfigError
+from dynascope.runio import COMPARISON
 from dynascope.train.probe import ProbeSettings
 from dynascope.train.recipes import METHODS, RunConfig
 
@@ -128,7 +128,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     base = _config_from_args(args, methods[0], seeds[0])
     rows = compare(base, methods, seeds, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
     print(to_markdown(rows), end="")
-    print(f"summary: {Path(args.out) / 'summary.md'} and summary.csv")
+    print(f"summary: {COMPARISON.path(args.out, 'summary')} and {COMPARISON.path(args.out, 'summary_csv')}")
     return 0
 
 
@@ -150,7 +150,8 @@ def _cmd_scale_head(args: argparse.Namespace) -> int:
     rows = scale_head(base, methods, norms, seeds, args.out, split=args.split, data_dir=args.data_dir,
                       overwrite=args.overwrite)
     print(to_markdown(rows), end="")
-    print(f"table and figure: {Path(args.out) / 'scale_head.md'}, scale_head.png")
+    table, figure = COMPARISON.path(args.out, "scale_head"), COMPARISON.path(args.out, "scale_head_figure")
+    print(f"table and figure: {table}, {figure}")
     return 0
 
 

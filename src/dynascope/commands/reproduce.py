@@ -1,27 +1,42 @@
-"""``dynascope reproduce STUDY``: each study in ``dynascope.experiments`` registers its own sub-parser.
+"""``dynascope reproduce STUDY``: one of the papers' studies end to end.
 
-A study module exposes ``register_reproduce(subparsers)``; studies not installed yet are skipped.
+``reproduce lpft`` is defined here and calls :func:`dynascope.experiments.lpft.reproduce`; the dynamics
+study's sub-parser comes from :func:`dynascope.commands.dynamics.register_reproduce`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-STUDIES = ("lpft", "dynamics")
+from dynascope.commands.common import add_common
+from dynascope.commands.dynamics import register_reproduce as register_dynamics
+from dynascope.experiments.lpft import PRESETS, checks_markdown, reproduce
+from dynascope.runio import REPORT, STUDY
+
+
+def _lpft(args: argparse.Namespace) -> int:
+    preset = PRESETS[args.preset]
+    checks = reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs)
+    print(checks_markdown(checks, preset), end="")
+    report = REPORT.path(STUDY.path(args.out, "report"), "report")
+    print(f"report: {report}; results: {STUDY.path(args.out, 'results')}")
+    return 0
+
+
+def _register_lpft(studies: argparse._SubParsersAction) -> None:
+    """``reproduce lpft``."""
+    p = studies.add_parser("lpft", help="the LP-FT/NTK study: recipe grid, LP protocols, NTK, calibration, report")
+    p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="quick (2 CPU cores) or full")
+    p.add_argument("--model", default="default")
+    p.add_argument("--docs", default=None, help="also copy report, checks and tables into this folder")
+    add_common(p, out=False)
+    p.add_argument("--out", required=True, help="working directory of the study (runs are reused)")
+    p.set_defaults(func=_lpft)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``reproduce`` with one sub-command per available study."""
-    parser = sub.add_parser(
-        "reproduce", help="run one of the papers' studies end to end and write its report"
-    )
+    """Add ``reproduce`` with one sub-command per study."""
+    parser = sub.add_parser("reproduce", help="run one of the papers' studies end to end and write its report")
     studies = parser.add_subparsers(dest="study", metavar="STUDY")
-    for name in STUDIES:
-        try:
-            module = importlib.import_module(f"dynascope.experiments.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"dynascope.experiments.{name}":
-                continue
-            raise
-        module.register_reproduce(studies)
+    _register_lpft(studies)
+    register_dynamics(studies)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from dynascope import runio
 from dynascope.commands.common import add_common
 from dynascope.data import resolve_data_dir
-from dynascope.dynamics.sudoku import FINISHED_MARKER, POOL_FILE, SPLIT_NAMES, SudokuBuildConfig, build_datasets
+from dynascope.dynamics.sudoku import POOL_FILE, SPLIT_NAMES, SudokuBuildConfig, build_datasets
 from dynascope.errors import DataError
+from dynascope.progress import progress, say
+from dynascope.runio import SUDOKU
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -22,17 +22,18 @@ def _build(args: argparse.Namespace) -> int:
         hard_test=args.hard_test,
         boards_per_source=args.boards_per_source,
     )
-    summary = build_datasets(config, resolve_data_dir(args.data_dir) / POOL_FILE, args.out, overwrite=args.overwrite)
+    pool = resolve_data_dir(args.data_dir) / POOL_FILE
+    summary = build_datasets(config, pool, args.out, overwrite=args.overwrite, progress=progress, log=say)
     counts = ", ".join(f"{name} {summary['splits'][name]['boards']}" for name in SPLIT_NAMES)
     print(f"{args.out}: {counts}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    path = Path(args.dir) / FINISHED_MARKER
-    if not path.is_file():
-        raise DataError("no finished Sudoku build here (summary.json missing)", path=path)
-    summary = runio.read_json(path)
+    if not SUDOKU.is_finished(args.dir):
+        path = SUDOKU.path(args.dir, "summary")
+        raise DataError(f"no finished Sudoku build here ({path.name} missing)", path=path)
+    summary = SUDOKU.load(args.dir, "summary")
     pool = summary["pool"]
     print(f"pool {pool['file']} ({pool['puzzles']} puzzles, sha256 {pool['sha256'][:12]})")
     for name in SPLIT_NAMES:

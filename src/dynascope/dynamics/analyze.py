@@ -25,7 +25,7 @@ weights and C fixed (the state map only, not the readout: note §6.7). Per board
   dense ``eigh`` when n ≤ ``dense_max``, else Lanczos).
 A board whose trajectory overflows (no normalization) reports ``diverged_at`` = the first non-finite step
 and NaN for what needs the states beyond it.
-Plot helpers return matplotlib ``Figure`` objects (no pyplot, no global backend); the caller saves them.
+Pure: the figures of these results are drawn by :mod:`dynascope.report.dynamics_plots`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 from torch.func import jvp
 
@@ -300,54 +299,3 @@ def analyze_model(model: LoopedSA, puzzles: Tensor, config: AnalysisConfig) -> d
         "bound_holds": _all_or_none([b["normalization_bound"].get("holds") for b in boards]),
     }
     return {"config": config.to_dict(), "null_dims": null_dims(m64), "summary": summary, "boards": boards}
-
-
-def plot_eigenvalues(boards: Sequence[dict[str, Any]], title: str) -> Figure:
-    """Eigenvalues of the one-step Jacobian in the complex plane, with the unit circle."""
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.subplots()
-    theta = np.linspace(0, 2 * np.pi, 400)
-    ax.plot(np.cos(theta), np.sin(theta), "k--", lw=0.8, label="unit circle")
-    for i, b in enumerate(boards):
-        ax.scatter(b["eigenvalues"]["real"], b["eigenvalues"]["imag"], s=4, alpha=0.5, label=f"board {i}")
-    ax.set_aspect("equal")
-    ax.set_xlabel("Re λ")
-    ax.set_ylabel("Im λ")
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_traces(boards: Sequence[dict[str, Any]], title: str) -> Figure:
-    """Pseudo-energy, cos(MSA(X), J_MSA X) and contribution index along the loop."""
-    fig = Figure(figsize=(12, 3.5))
-    axes = fig.subplots(1, 3)
-    for i, b in enumerate(boards):
-        axes[0].plot(b["pseudo_energy"], label=f"board {i}")
-        axes[1].plot(b["cos_msa_jx"])
-        ts = [int(t) for t in b["contribution_index"]]
-        axes[2].plot(ts, list(b["contribution_index"].values()), marker="o")
-    for ax, name in zip(axes, ("pseudo-energy", "cos(MSA(X), J X)", "contribution index (top 2%)"), strict=True):
-        ax.set_xlabel("loop step t")
-        ax.set_title(name)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_accuracy(accuracy: dict[str, dict[Any, float]], title: str) -> Figure:
-    """Board accuracy vs loop count T, one line per test set (ID / OOD); T keys may be int or str."""
-    fig = Figure(figsize=(4.5, 3.5))
-    ax = fig.subplots()
-    for name, by_t in accuracy.items():
-        points = sorted((int(t), 100 * v) for t, v in by_t.items())
-        ax.plot([t for t, _ in points], [v for _, v in points], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("loop steps T")
-    ax.set_ylabel("board accuracy (%)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig

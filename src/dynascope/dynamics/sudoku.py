@@ -36,7 +36,8 @@ import numpy as np
 from dynascope import runio
 from dynascope.dynamics.solver import UNITS, conflicts, find_solutions, valid_solution_mask
 from dynascope.errors import ConfigError, DataError
-from dynascope.progress import progress, say
+from dynascope.hooks import Log, Progress, no_log, silent
+from dynascope.runio import SUDOKU
 
 POOL_FILE = Path("sudoku") / "sudoku17.txt"
 """Where the pool lives under the data root."""
@@ -46,8 +47,7 @@ ALLOCATION_ORDER = ("hard_test", "hard_valid", "hard_train", "easy_test", "easy_
 """Order in which splits take their blocks of shuffled source lines."""
 
 SYMMETRIES = ("digits", "all")
-CACHE_FILE = Path("cache") / "solutions.npz"
-FINISHED_MARKER = "summary.json"
+CACHE_FILE = "solutions.npz"
 
 _PUZZLE_LINE = re.compile(r"[0-9]{81}")
 _CHECKPOINT_EVERY = 2000
@@ -269,47 +269,6 @@ def derive_boards(
     return np.where(reveal, solutions, puzzles).astype(puzzles.dtype), solutions
 
 
-# ------------------------------------------------------------------------------------------ metrics
-
-
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 2 or arr.shape[1] != 81:
-        raise DataError(f"expected shape [N, 81], found {list(arr.shape)}", field=name)
-    return arr
-
-
-def _blank_hits(pred: Any, solutions: Any, puzzles: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(correct & blank, blank) bool masks [N, 81] after checking the three inputs agree in shape."""
-    p, s, q = _as_numpy(pred, "pred"), _as_numpy(solutions, "solutions"), _as_numpy(puzzles, "puzzles")
-    if not p.shape == s.shape == q.shape:
-        raise DataError(f"shapes differ: pred {list(p.shape)}, solutions {list(s.shape)}, puzzles {list(q.shape)}")
-    if p.shape[0] == 0:
-        raise DataError("expected at least one board, found none", field="pred")
-    blank = q == 0
-    return (p == s) & blank, blank
-
-
-def board_accuracy(pred: Any, solutions: Any, puzzles: Any) -> float:
-    """Fraction of boards whose every blank cell is predicted correctly (givens are not scored).
-
-    ``pred``, ``solutions`` and ``puzzles`` are [N, 81] digit arrays or tensors (pred and solutions 1..9,
-    puzzles 0 = blank), e.g. ``pred = logits.argmax(-1) + 1``.
-    """
-    hit, blank = _blank_hits(pred, solutions, puzzles)
-    return float(np.mean(np.all(hit == blank, axis=1)))
-
-
-def cell_accuracy(pred: Any, solutions: Any, puzzles: Any) -> float:
-    """Fraction of blank cells, pooled over all boards, predicted correctly (givens are not scored; 1.0 if
-    there are no blanks)."""
-    hit, blank = _blank_hits(pred, solutions, puzzles)
-    total = int(blank.sum())
-    return float(hit.sum() / total) if total else 1.0
-
-
 # ------------------------------------------------------------------------------------------ builder
 
 
@@ -396,13 +355,13 @@ def make_split(
     )
 
 
-def _load_cache(path: Path, pool: SudokuPool) -> dict[int, np.ndarray]:
+def _load_cache(path: Path, pool: SudokuPool, log: Log) -> dict[int, np.ndarray]:
     """Cached solutions by pool row; a cache built from another pool file is ignored."""
     if not path.is_file():
         return {}
     with np.load(path) as data:
         if str(data["pool_sha256"]) != pool.sha256:
-            say(f"ignoring {path}: it was built from a different pool file")
+            log(f"ignoring {path}: it was built from a different pool file")
             return {}
         rows, sols = data["rows"], data["solutions"]
     ok = valid_solution_mask(sols) & ~np.any((pool.puzzles[rows] != 0) & (pool.puzzles[rows] != sols), axis=1)
@@ -417,13 +376,15 @@ def _save_cache(path: Path, pool: SudokuPool, cache: dict[int, np.ndarray]) -> N
     runio.write_npz(path, {"rows": rows, "solutions": sols, "pool_sha256": np.asarray(pool.sha256)})
 
 
-def solve_sources(pool: SudokuPool, rows: np.ndarray, cache_path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def solve_sources(
+    pool: SudokuPool, rows: np.ndarray, cache_path: Path, *, progress: Progress = silent, log: Log = no_log
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Unique solutions of ``pool.puzzles[rows]`` (int8 [len(rows), 81]), through the on-disk cache.
 
     Each new puzzle is searched for two solutions; anything but exactly one raises ``DataError`` with
     the pool file and line. The cache is rewritten atomically every few thousand puzzles.
     """
-    cache = _load_cache(cache_path, pool)
+    cache = _load_cache(cache_path, pool, log)
     todo = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
     times: list[float] = []
     for done, row in enumerate(progress(todo, desc="solving sudoku17", total=len(todo)), start=1):
@@ -464,7 +425,13 @@ def _split_summary(split: SudokuSplit) -> dict[str, Any]:
 
 
 def build_datasets(
-    config: SudokuBuildConfig, pool_path: str | Path, out: str | Path, *, overwrite: bool = False
+    config: SudokuBuildConfig,
+    pool_path: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Progress = silent,
+    log: Log = no_log,
 ) -> dict[str, Any]:
     """Build every split into ``out`` and return the summary written to ``out/summary.json``.
 
@@ -477,20 +444,21 @@ def build_datasets(
     pool = read_pool(pool_path)
     wanted = asdict(config)
     wanted["easy_givens"], wanted["hard_givens"] = list(config.easy_givens), list(config.hard_givens)
-    if not overwrite and (out / FINISHED_MARKER).is_file() and (out / "config.json").is_file():
-        previous = runio.read_json(out / FINISHED_MARKER)
-        if runio.read_json(out / "config.json") == wanted and previous["pool"]["sha256"] == pool.sha256:
-            say(f"{out} already holds this build; nothing to do")
+    if not overwrite and SUDOKU.is_finished(out) and SUDOKU.has(out, "config"):
+        previous = SUDOKU.load(out, "summary")
+        if SUDOKU.load(out, "config") == wanted and previous["pool"]["sha256"] == pool.sha256:
+            log(f"{out} already holds this build; nothing to do")
             return previous
-    runio.prepare_run_dir(out, overwrite=overwrite, marker=FINISHED_MARKER)
-    (out / FINISHED_MARKER).unlink(missing_ok=True)
-    runio.write_json(out / "config.json", wanted)
-    runio.write_json(out / "env.json", runio.environment(config.seed))
+    SUDOKU.prepare(out, overwrite=overwrite)
+    SUDOKU.path(out, "summary").unlink(missing_ok=True)
+    SUDOKU.write_record(out, wanted, config.seed)
 
     blocks = allocate_sources(config, len(pool))
     needed = np.concatenate([blocks[name] for name in SPLIT_NAMES])
-    solutions, solver_stats = solve_sources(pool, needed, out / CACHE_FILE)
-    say(
+    solutions, solver_stats = solve_sources(
+        pool, needed, SUDOKU.path(out, "cache") / CACHE_FILE, progress=progress, log=log
+    )
+    log(
         f"source puzzles: {solver_stats['solved_now']} solved now, {solver_stats['from_cache']} from the cache "
         f"({solver_stats['solve_seconds']} s)"
     )
@@ -501,12 +469,12 @@ def build_datasets(
         split = make_split(config, name, blocks[name], pool, solutions[start:stop])
         runio.write_npz(out / f"{name}.npz", split.arrays())
         splits[name] = _split_summary(split)
-        say(f"{name}: {len(split)} boards, givens {splits[name]['givens_min']}-{splits[name]['givens_max']}")
+        log(f"{name}: {len(split)} boards, givens {splits[name]['givens_min']}-{splits[name]['givens_max']}")
     summary = {
         "pool": {"file": Path(pool_path).name, "sha256": pool.sha256, "puzzles": len(pool), "citation": pool.citation},
         "solver": solver_stats,
         "allocation_order": list(ALLOCATION_ORDER),
         "splits": splits,
     }
-    runio.write_json(out / FINISHED_MARKER, summary)
+    SUDOKU.write(out, "summary", summary)
     return summary

@@ -6,11 +6,12 @@ that the EMA copies the weights), evaluation with the EMA model. Board accuracy 
 ``eval_steps`` from one trajectory per board (same initial noise for every T), on easy test (ID) and hard
 test (OOD).
 
-Runs are directories: ``config.json``, ``env.json``, ``metrics.json`` (written last: its presence marks
-a finished run), ``model.safetensors`` (the EMA weights, the evaluated model). ``checkpoint.pt`` is written
-atomically after every epoch; rerunning into the same directory resumes from it. Data order and initial
-noise of epoch e come from a generator seeded by (seed, e), so a resumed run reproduces the weights of an
-uninterrupted one exactly (same device and threads). Steps with a non-finite loss are skipped and counted.
+Runs are ``runio.LOOPED`` directories: ``config.json``, ``env.json``, ``metrics.json`` (written last: its
+presence marks a finished run), ``model.safetensors`` (the EMA weights, the evaluated model).
+``checkpoint.pt`` is written atomically after every epoch; rerunning into the same directory resumes from
+it. Data order and initial noise of epoch e come from a generator seeded by (seed, e), so a resumed run
+reproduces the weights of an uninterrupted one exactly (same device and threads). Steps with a non-finite
+loss are skipped and counted.
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynascope import runio
 from dynascope.dynamics.models import LoopedSA, ModelConfig, build_model
 from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
 from dynascope.errors import ConfigError, DataError
-from dynascope.progress import progress, say
-
-CHECKPOINT = "checkpoint.pt"
+from dynascope.hooks import Log, Progress, no_log, silent
+from dynascope.runio import LOOPED
 
 
 class Boards(Protocol):
@@ -130,7 +129,7 @@ def _as_tensors(split: Boards, limit: int, name: str) -> tuple[Tensor, Tensor]:
 
 def board_and_cell_accuracy(logits: Tensor, puzzles: Tensor, solutions: Tensor) -> tuple[float, float]:
     """Board accuracy (every blank correct) and blank-cell accuracy, via the Sudoku module's metrics."""
-    from dynascope.dynamics.sudoku import board_accuracy, cell_accuracy
+    from dynascope.dynamics.sudoku_metrics import board_accuracy, cell_accuracy
 
     pred = (logits.argmax(-1) + 1).cpu().numpy().astype(np.int8)
     sol, puz = solutions.cpu().numpy().astype(np.int8), puzzles.cpu().numpy().astype(np.int8)
@@ -196,28 +195,30 @@ def train_run(
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    progress: Progress = silent,
+    log: Log = no_log,
 ) -> dict[str, Any]:
     """Train ``config`` on ``train``, evaluate the EMA model on ID/OOD test across T; returns metrics.
 
     ``extra`` is stored in config.json beside the recipe (e.g. where the data came from). ``on_epoch(epoch,
-    loss)`` is called after each epoch's checkpoint is written.
+    loss)`` is called after each epoch's checkpoint is written; ``progress`` wraps each epoch's batches and
+    ``log`` receives one line per epoch.
     """
-    out = runio.prepare_run_dir(out, overwrite)
+    out = LOOPED.prepare(out, overwrite)
     record = {"train": config.to_dict(), **(extra or {})}
-    ckpt_path = out / CHECKPOINT
+    ckpt_path = LOOPED.path(out, "checkpoint")
     if overwrite:
-        for stale in (CHECKPOINT, runio.FINISHED_MARKER, "analysis.json"):
-            (out / stale).unlink(missing_ok=True)
-    if ckpt_path.exists() and not overwrite and (out / "config.json").exists():
-        previous = runio.read_json(out / "config.json").get("train")
+        for stale in ("checkpoint", "metrics", "analysis"):
+            LOOPED.path(out, stale).unlink(missing_ok=True)
+    if ckpt_path.exists() and not overwrite and LOOPED.has(out, "config"):
+        previous = LOOPED.load(out, "config").get("train")
         if previous != config.to_dict():
             raise ConfigError(f"{out} holds a checkpoint of a different config; use another --out or --overwrite")
-    runio.write_json(out / "config.json", record)
-    runio.write_json(out / "env.json", runio.environment(config.seed))
+    LOOPED.write_record(out, record, config.seed)
 
     device = torch.device(config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu")
     if device.type != config.device.split(":")[0]:
-        say(f"{config.device} is not available: training on cpu")
+        log(f"{config.device} is not available: training on cpu")
     puzzles, solutions = _as_tensors(train, config.n_train, "train")
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
@@ -234,7 +235,7 @@ def train_run(
         opt.load_state_dict(state["optimizer"])
         step, start_epoch, skipped = int(state["step"]), int(state["epoch"]), int(state["skipped"])
         losses, regs, seconds = list(state["train_loss"]), list(state["train_reg"]), list(state["epoch_seconds"])
-        say(f"resuming {out} after epoch {start_epoch}")
+        log(f"resuming {out} after epoch {start_epoch}")
 
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
@@ -262,8 +263,9 @@ def train_run(
         losses.append(total / batches if batches else float("nan"))
         regs.append(total_reg / batches if batches else float("nan"))
         seconds.append(time.perf_counter() - t0)
-        runio.write_torch(
-            ckpt_path,
+        LOOPED.write(
+            out,
+            "checkpoint",
             {
                 "epoch": epoch + 1,
                 "step": step,
@@ -276,7 +278,7 @@ def train_run(
                 "epoch_seconds": seconds,
             },
         )
-        say(f"epoch {epoch + 1}: loss {losses[-1]:.4f} ({seconds[-1]:.1f} s)")
+        log(f"epoch {epoch + 1}: loss {losses[-1]:.4f} ({seconds[-1]:.1f} s)")
         if on_epoch is not None:
             on_epoch(epoch + 1, losses[-1])
 
@@ -299,22 +301,21 @@ def train_run(
         "n_train": len(puzzles),
         **_model_summary(ema),
     }
-    runio.write_safetensors(out / "model.safetensors", ema.state_dict())
-    runio.write_json(out / runio.FINISHED_MARKER, metrics)
+    LOOPED.write(out, "model", ema.state_dict())
+    LOOPED.write(out, "metrics", metrics)
     ckpt_path.unlink(missing_ok=True)
     return metrics
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, LoopedSA, dict[str, Any]]:
     """Rebuild a finished run's (EMA) model: returns (recipe, model in eval mode, full config.json)."""
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
-    for name in ("config.json", "model.safetensors"):
-        if not (run_dir / name).exists():
+    for role in ("config", "model"):
+        if not LOOPED.has(run_dir, role):
+            name = LOOPED.path(run_dir, role).name
             raise DataError(f"not a finished dynamics run: {name} is missing", path=run_dir)
-    record = runio.read_json(run_dir / "config.json")
+    record = LOOPED.load(run_dir, "config")
     config = TrainConfig.from_dict(record["train"])
     model = build_model(config.model)
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    model.load_state_dict(LOOPED.load(run_dir, "model"))
     return config, model.to(device).eval(), record

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dynascope.progress import say
-from dynascope.runio import read_json, write_text
+from dynascope.runio import COMPARISON, FINETUNE
 from dynascope.train.recipes import RunConfig, run
 
 
@@ -40,15 +40,15 @@ def compare(
     for method in methods:
         for seed in seeds:
             where = run_dir_for(out, method, seed)
-            if (where / "metrics.json").exists() and not overwrite:
+            if FINETUNE.is_finished(where) and not overwrite:
                 say(f"{where}: finished, reused")
-                metrics.append(read_json(where / "metrics.json"))
+                metrics.append(FINETUNE.load(where, "metrics"))
                 continue
             config = dataclasses.replace(base, method=method, seed=seed)
             metrics.append(run(config, where, data_dir=data_dir, overwrite=overwrite))
     rows = summarize(metrics)
-    write_text(out / "summary.csv", to_csv(rows))
-    write_text(out / "summary.md", to_markdown(rows))
+    COMPARISON.write(out, "summary_csv", to_csv(rows))
+    COMPARISON.write(out, "summary", to_markdown(rows))
     return rows
 
 

@@ -37,28 +37,26 @@ which accuracy it used).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
-from dynascope import runio
-from dynascope.commands.common import add_common
-from dynascope.commands.dynamics import ANALYSIS_FILE, analyze_run_dir
 from dynascope.data import resolve_data_dir
 from dynascope.dynamics.analyze import AnalysisConfig
 from dynascope.dynamics.models import ModelConfig
-from dynascope.dynamics.sudoku import POOL_FILE, SudokuBuildConfig, build_datasets, load_split
-from dynascope.dynamics.train import TrainConfig, train_run
+from dynascope.dynamics.sudoku import POOL_FILE, SudokuBuildConfig, build_datasets
+from dynascope.dynamics.train import TrainConfig
 from dynascope.errors import ConfigError
-from dynascope.progress import say
+from dynascope.pipelines.dynamics import analyze_run_dir, train_from_sudoku_dir
+from dynascope.progress import progress, say
+from dynascope.report.dynamics_plots import study_accuracy_figure, study_eigenvalue_figure, study_energy_figure
+from dynascope.runio import LOOPED, STUDY, write_bytes
 
 
 @dataclass(frozen=True)
@@ -437,72 +435,19 @@ def _checks_md(by_name: dict[str, dict[str, Any]], preset: Preset) -> str:
     return "\n".join(lines)
 
 
-def _summary_figures(rows: list[dict[str, Any]], figures: Path) -> None:
-    """Accuracy vs T (ID and OOD panels), eigenvalue scatter per run, pseudo-energy per run."""
-    fig = Figure(figsize=(10, 8))
-    axes = fig.subplots(2, 2)
-    for i, (kind, what) in enumerate((("board_accuracy", "board"), ("cell_accuracy", "blank-cell"))):
-        for ax, split in zip(axes[i], ("id", "ood"), strict=True):
-            for row in rows:
-                by_t = row["metrics"][kind][split]
-                ts = sorted(int(t) for t in by_t)
-                ax.plot(ts, [100 * by_t[str(t)] for t in ts], marker="o", label=row["name"])
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("loop steps T")
-            ax.set_ylabel(f"{what} accuracy (%)")
-            ax.set_title(f"{split.upper()}: {what} accuracy")
-    axes[0, 1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(figures / "accuracy_vs_T.png", dpi=120)
-
-    cols = 3
-    rows_n = (len(rows) + cols - 1) // cols
-    fig = Figure(figsize=(4 * cols, 4 * rows_n))
-    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
-    theta = np.linspace(0, 2 * np.pi, 400)
-    for ax, row in zip(axes, rows, strict=False):
-        eig = row["analysis"]["boards"][0]["eigenvalues"]
-        ax.plot(np.cos(theta), np.sin(theta), "k--", lw=0.8)
-        ax.scatter(eig["real"], eig["imag"], s=3, alpha=0.5)
-        ax.set_aspect("equal")
-        ax.set_title(row["name"], fontsize=9)
-    for ax in axes[len(rows) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(figures / "eigenvalues.png", dpi=120)
-
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for row in rows:
-        b = row["analysis"]["boards"][0]
-        axes[0].plot(b["pseudo_energy"], label=row["name"])
-        ci = b["contribution_index"]
-        axes[1].plot([int(t) for t in ci], list(ci.values()), marker="o", label=row["name"])
-    axes[0].set_title("pseudo-energy −⟨X, C + MSA(X)⟩")
-    axes[1].set_title("contribution index (top 2 % of J_MSA + J_MSAᵀ)")
-    for ax in axes:
-        ax.set_xlabel("loop step t")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(figures / "energy.png", dpi=120)
-
-
-TIMINGS_FILE = "stage_seconds.json"
-"""Per run: seconds of training, evaluation and analysis as measured when each stage ran (kept across resumes)."""
-
-
 def _measured_stage_seconds(out: Path) -> dict[str, dict[str, float]]:
-    """Stage seconds recorded by earlier calls into ``out`` (empty for a new study)."""
-    return runio.read_json(out / TIMINGS_FILE) if (out / TIMINGS_FILE).exists() else {}
+    """Per run: seconds of training, evaluation and analysis recorded by earlier calls into ``out`` when each
+    stage ran (kept across resumes; empty for a new study)."""
+    return STUDY.load_optional(out, "timings") or {}
 
 
 def publish(out: Path, docs: Path) -> None:
     """Copy results, checks and figures into ``docs`` (the committed copy under docs/results/dynamics)."""
     (docs / "figures").mkdir(parents=True, exist_ok=True)
-    for name in ("results.md", "checks.md", "results.json"):
-        shutil.copyfile(out / name, docs / name)
-    for fig in sorted((out / "figures").glob("*.png")):
-        shutil.copyfile(fig, docs / "figures" / fig.name)
+    for role in ("results", "checks", "results_json"):
+        shutil.copyfile(STUDY.path(out, role), STUDY.path(docs, role))
+    for fig in sorted(STUDY.path(out, "figures").glob("*.png")):
+        shutil.copyfile(fig, STUDY.path(docs, "figures") / fig.name)
 
 
 def reproduce(
@@ -528,9 +473,8 @@ def reproduce(
     t_total = time.perf_counter()
     t0 = time.perf_counter()
     sudoku_dir = out / "sudoku"
-    build_datasets(preset.build, resolve_data_dir(data_dir) / POOL_FILE, sudoku_dir)
+    build_datasets(preset.build, resolve_data_dir(data_dir) / POOL_FILE, sudoku_dir, progress=progress, log=say)
     build_seconds = time.perf_counter() - t0
-    splits = {name: load_split(sudoku_dir, name) for name in ("easy_train", "easy_test", "hard_test")}
     rows: list[dict[str, Any]] = []
     timings: dict[str, Any] = {"build": build_seconds, "runs": {}}
     measured = _measured_stage_seconds(out)
@@ -538,30 +482,22 @@ def reproduce(
         run_dir = out / "runs" / spec.name
         config = train_config(preset, spec, device, seed)
         t0 = time.perf_counter()
-        finished = (run_dir / runio.FINISHED_MARKER).exists()
-        if finished and not overwrite and runio.read_json(run_dir / "config.json")["train"] != config.to_dict():
+        finished = LOOPED.is_finished(run_dir)
+        if finished and not overwrite and LOOPED.load(run_dir, "config")["train"] != config.to_dict():
             raise ConfigError(f"{run_dir} holds a run of another config (preset?); use another --out or --overwrite")
         if overwrite or not finished:
             say(f"training {spec.name}")
-            train_run(
-                config,
-                splits["easy_train"],
-                splits["easy_test"],
-                splits["hard_test"],
-                run_dir,
-                overwrite=overwrite,
-                extra={"sudoku_dir": str(sudoku_dir.resolve()), "preset": preset.name, "run": spec.name},
-            )
+            train_from_sudoku_dir(config, sudoku_dir, run_dir, overwrite=overwrite, preset=preset.name, run=spec.name)
         train_seconds = time.perf_counter() - t0
-        metrics = runio.read_json(run_dir / runio.FINISHED_MARKER)
+        metrics = LOOPED.load(run_dir, "metrics")
         t0 = time.perf_counter()
         earlier = measured.get(spec.name, {})
-        if overwrite or not (run_dir / ANALYSIS_FILE).exists() or "analysis" not in earlier:
+        if overwrite or not LOOPED.has(run_dir, "analysis") or "analysis" not in earlier:
             say(f"analysing {spec.name}")
             analysis = analyze_run_dir(run_dir, preset.analysis, sudoku_dir, "easy_test", device)
             analysis_seconds = time.perf_counter() - t0
         else:
-            analysis = runio.read_json(run_dir / ANALYSIS_FILE)
+            analysis = LOOPED.load(run_dir, "analysis")
             analysis_seconds = float(earlier["analysis"])
         timings["runs"][spec.name] = {
             "train": float(sum(metrics["epoch_seconds"])),
@@ -569,17 +505,17 @@ def reproduce(
             "analysis": analysis_seconds,
             "wall_this_call": train_seconds,
         }
-        runio.write_json(out / TIMINGS_FILE, {**measured, **timings["runs"]})
+        STUDY.write(out, "timings", {**measured, **timings["runs"]})
         rows.append({"name": spec.name, "label": spec.label, "metrics": metrics, "analysis": analysis})
     timings["total"] = time.perf_counter() - t_total
     stage_keys = ("train", "eval", "analysis")
     timings["stages"] = build_seconds + sum(sum(v[k] for k in stage_keys) for v in timings["runs"].values())
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
-    _summary_figures(rows, figures)
+    figures = STUDY.path(out, "figures")
+    write_bytes(figures / "accuracy_vs_T.png", study_accuracy_figure(rows))
+    write_bytes(figures / "eigenvalues.png", study_eigenvalue_figure(rows))
+    write_bytes(figures / "energy.png", study_energy_figure(rows))
     by_name = {row["name"]: row for row in rows}
-    runio.write_text(out / "results.md", _results_md(rows, preset, timings))
-    runio.write_text(out / "checks.md", _checks_md(by_name, preset))
+    STUDY.write(out, "checks", _checks_md(by_name, preset))
     results = {
         "preset": preset.name,
         "timings": timings,
@@ -593,40 +529,6 @@ def reproduce(
         },
         "torch_threads": torch.get_num_threads(),
     }
-    runio.write_json(out / "results.json", results)
+    STUDY.write(out, "results_json", results)
+    STUDY.write(out, "results", _results_md(rows, preset, timings))
     return results
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    runs = tuple(r.strip() for r in args.runs.split(",")) if args.runs else None
-    if args.preset not in PRESETS:
-        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
-    preset = PRESETS[args.preset]
-    if args.epochs:
-        preset = replace(preset, epochs=args.epochs)
-    results = reproduce(preset, args.out, args.data_dir, args.device, args.seed, runs, args.overwrite)
-    if args.docs:
-        publish(Path(args.out), Path(args.docs))
-    print(f"{args.out}: results.md, checks.md ({results['timings']['stages']:.0f} s of measured stages)")
-    return 0
-
-
-def register_reproduce(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``reproduce dynamics``."""
-    parser = subparsers.add_parser(
-        "dynamics", help="looped SA on Sudoku: ItrSA / AKOrN ± norm ± Spec, accuracy vs T, Lyapunov, spectra"
-    )
-    add_common(parser)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="sizes (default quick)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--runs",
-        help=f"comma-separated runs (default: the grid {[s.name for s in RUNS]}; also {[s.name for s in EXTRA_RUNS]})",
-    )
-    parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--docs", help="also copy results, checks and figures into this folder")
-    parser.set_defaults(func=_run)

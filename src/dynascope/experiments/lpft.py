@@ -17,7 +17,6 @@ bigger machine. ``--docs DIR`` copies the report, the checks and the tables ther
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
@@ -30,10 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from dynascope.commands.common import add_common
-from dynascope.errors import ConfigError
 from dynascope.progress import say
-from dynascope.runio import read_json, write_json, write_text
+from dynascope.runio import FINETUNE, NTK, REPORT, STUDY
 from dynascope.train.probe import ProbeSettings
 from dynascope.train.recipes import METHODS, RunConfig
 
@@ -110,8 +107,9 @@ def run_grid(preset: Preset, out: Path, model: str, data_dir: str | None) -> dic
     for plan in preset.tasks:
         base = RunConfig(task=plan.task, method=preset.methods[0], model=model, epochs=plan.epochs,
                          max_train=plan.max_train, max_eval=plan.max_eval)
-        compare(base, preset.methods, plan.seeds, out / "runs" / plan.task, data_dir=data_dir)
-        dirs[plan.task] = [run_dir_for(out / "runs" / plan.task, m, s) for m in preset.methods for s in plan.seeds]
+        where = STUDY.path(out, "runs") / plan.task
+        compare(base, preset.methods, plan.seeds, where, data_dir=data_dir)
+        dirs[plan.task] = [run_dir_for(where, m, s) for m in preset.methods for s in plan.seeds]
     return dirs
 
 
@@ -122,8 +120,8 @@ def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None
     plan = preset.tasks[0]
     dirs = {}
     for name, settings in preset.lp_protocols.items():
-        where = out / "lp-protocols" / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        done = (where / "metrics.json").exists() and read_json(where / "config.json")["lp"] == settings.to_dict()
+        where = STUDY.path(out, "lp_protocols") / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        done = FINETUNE.is_finished(where) and FINETUNE.load(where, "config")["lp"] == settings.to_dict()
         if not done:
             config = RunConfig(task=plan.task, method="lp-ft", seed=plan.seeds[0], model=model, epochs=plan.epochs,
                                max_train=plan.max_train, max_eval=plan.max_eval, lp=settings)
@@ -134,12 +132,12 @@ def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None
 
 def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, Path]:
     """Step 3: NTK statistics at the start of each recipe's FT stage, on the first task."""
-    from dynascope.commands.ntk import NTKConfig, run_ntk
+    from dynascope.pipelines.ntk import NTKConfig, run_ntk
 
     dirs = {}
     for state in preset.ntk_states:
-        where = out / "ntk" / state
-        if not (where / "stats.json").exists():
+        where = STUDY.path(out, "ntk") / state
+        if not NTK.is_finished(where):
             config = NTKConfig(task=preset.tasks[0].task, state=state, n_train=preset.ntk_n_train,
                                n_eval=preset.ntk_n_eval, seed=preset.tasks[0].seeds[0], model=model,
                                probes=preset.ntk_probes)
@@ -150,13 +148,13 @@ def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) 
 
 def analyse_runs(run_dirs: Sequence[Path]) -> dict[Path, dict[str, Any]]:
     """Step 4: calibration (written into each run) and feature metrics, per run."""
-    from dynascope.report.runs import CALIBRATION_FILE, FinetuneRun, calibration_of, feature_metrics_of
+    from dynascope.report.runs import FinetuneRun, calibration_of, feature_metrics_of
 
     out = {}
     for path in run_dirs:
         run = FinetuneRun.load(path)
         calibration = calibration_of(run)
-        write_json(path / CALIBRATION_FILE, calibration)
+        FINETUNE.write(path, "calibration", calibration)
         out[path] = {"metrics": run.metrics, "calibration": calibration, "features": feature_metrics_of(run)}
     return out
 
@@ -274,7 +272,7 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
 
     started = time.perf_counter()
     out = Path(out)
-    write_json(out / "config.json", {"preset": dataclasses.asdict(preset), "model": model})
+    STUDY.write(out, "config", {"preset": dataclasses.asdict(preset), "model": model})
     grid = run_grid(preset, out, model, data_dir)
     protocol_dirs = run_lp_protocols(preset, out, model, data_dir) if preset.lp_protocols else {}
     ntk_dirs = run_ntk_states(preset, out, model, data_dir) if preset.ntk_states else {}
@@ -283,8 +281,8 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
 
     protocols = {}
     for name, path in protocol_dirs.items():
-        metrics = read_json(path / "metrics.json")
-        features = np.load(path / "features.npz")
+        metrics = FINETUNE.load(path, "metrics")
+        features = FINETUNE.load(path, "features")
         protocols[name] = {
             "strength": metrics["lp"]["strength"],
             "init": metrics["head_norm"]["init"],
@@ -292,15 +290,16 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
             "diff": feature_shift(features["test.phi_post"], features["test.phi_pre"]),
             "accuracy": metrics["test"]["accuracy"],
         }
-    ntk = {state: read_json(path / "stats.json") for state, path in ntk_dirs.items()}
+    ntk = {state: NTK.load(path, "stats") for state, path in ntk_dirs.items()}
     checks = claims(analysed, [p.task for p in preset.tasks], protocols, ntk)
-    write_json(out / "checks.json", checks)
-    write_text(out / "checks.md", checks_markdown(checks, preset))
+    STUDY.write(out, "checks_json", checks)
+    STUDY.write(out, "checks", checks_markdown(checks, preset))
 
     say("report")
     here = Path.cwd()
-    inputs = [os.path.relpath(p, here) for p in (out / "runs", out / "ntk") if p.exists()]
-    report = build_report(inputs, out / "report", ReportConfig(tsne=preset.tsne), overwrite=True)
+    inputs = [os.path.relpath(p, here) for p in (STUDY.path(out, "runs"), STUDY.path(out, "ntk")) if p.exists()]
+    report_dir = STUDY.path(out, "report")
+    report = build_report(inputs, report_dir, ReportConfig(tsne=preset.tsne), overwrite=True)
     sizes = "\n".join(
         f"- `{p.task}`: seeds {', '.join(map(str, p.seeds))}; {p.epochs} epochs; training set "
         f"{'full' if p.max_train is None else f'subsampled to {p.max_train}'}; test/OOD sets "
@@ -308,8 +307,8 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
         for p in preset.tasks
     )
     minutes = (time.perf_counter() - started) / 60
-    recorded = [read_json(p / "metrics.json")["seconds"] for paths in grid.values() for p in paths]
-    recorded += [read_json(p / "metrics.json")["seconds"] for p in protocol_dirs.values()]
+    recorded = [FINETUNE.load(p, "metrics")["seconds"] for paths in grid.values() for p in paths]
+    recorded += [FINETUNE.load(p, "metrics")["seconds"] for p in protocol_dirs.values()]
     recorded += [s["seconds"] for s in ntk.values()]
     results = (
         f"# LP-FT study (`dynascope reproduce lpft --preset {preset.name}`)\n\nGenerated by the command; do not "
@@ -321,10 +320,10 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
         + f"\n## LP protocol decides the head norm (`{preset.tasks[0].task}`, LP-FT)\n\n"
         + protocols_markdown(protocols)
         + "\n## Tables\n\n"
-        + "\n".join((out / "report" / "tables" / f"{name}.md").read_text(encoding="utf-8")
+        + "\n".join((REPORT.path(report_dir, "tables") / f"{name}.md").read_text(encoding="utf-8")
                     for name in report.tables)
     )
-    write_text(out / "results.md", results)
+    STUDY.write(out, "results", results)
     if docs is not None:
         publish(out, Path(docs), report.tables)
     return checks
@@ -332,30 +331,11 @@ def reproduce(preset: Preset, out: str | Path, *, model: str = "default", data_d
 
 def publish(out: Path, docs: Path, tables: Sequence[str]) -> None:
     """Copy the report, results, checks and tables into ``docs`` (the committed copy)."""
-    (docs / "tables").mkdir(parents=True, exist_ok=True)
-    for name in ("results.md", "checks.md", "checks.json"):
-        shutil.copyfile(out / name, docs / name)
-    shutil.copyfile(out / "report" / "report.html", docs / "report.html")
+    REPORT.path(docs, "tables").mkdir(parents=True, exist_ok=True)
+    for role in ("results", "checks", "checks_json"):
+        shutil.copyfile(STUDY.path(out, role), STUDY.path(docs, role))
+    report_dir = STUDY.path(out, "report")
+    shutil.copyfile(REPORT.path(report_dir, "report"), REPORT.path(docs, "report"))
     for name in tables:
-        shutil.copyfile(out / "report" / "tables" / f"{name}.md", docs / "tables" / f"{name}.md")
+        shutil.copyfile(REPORT.path(report_dir, "tables") / f"{name}.md", REPORT.path(docs, "tables") / f"{name}.md")
 
-
-def _cmd(args: argparse.Namespace) -> int:
-    preset = PRESETS.get(args.preset)
-    if preset is None:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    checks = reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs)
-    print(checks_markdown(checks, preset), end="")
-    print(f"report: {Path(args.out) / 'report' / 'report.html'}; results: {Path(args.out) / 'results.md'}")
-    return 0
-
-
-def register_reproduce(sub: argparse._SubParsersAction) -> None:
-    """``reproduce lpft``."""
-    p = sub.add_parser("lpft", help="the LP-FT/NTK study: recipe grid, LP protocols, NTK, calibration, report")
-    p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="quick (2 CPU cores) or full")
-    p.add_argument("--model", default="default")
-    p.add_argument("--docs", default=None, help="also copy report, checks and tables into this folder")
-    add_common(p, out=False)
-    p.add_argument("--out", required=True, help="working directory of the study (runs are reused)")
-    p.set_defaults(func=_cmd)

@@ -18,15 +18,16 @@ import numpy as np
 from dynascope.analysis.features import cosine_to_pre, feature_shift
 from dynascope.experiments.compare import to_csv, to_markdown
 from dynascope.progress import say
-from dynascope.runio import read_json, write_bytes, write_text
+from dynascope.report.plots import scale_head_figure
+from dynascope.runio import COMPARISON, FINETUNE
 from dynascope.train.recipes import RunConfig, run
 
 PAPER_NORMS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0)
 
 
 def _measure(run_dir: Path, split: str) -> dict[str, float]:
-    features = np.load(run_dir / "features.npz")
-    metrics = read_json(run_dir / "metrics.json")
+    features = FINETUNE.load(run_dir, "features")
+    metrics = FINETUNE.load(run_dir, "metrics")
     pre, post = features[f"{split}.phi_pre"], features[f"{split}.phi_post"]
     group, _, name = split.partition(".")
     accuracy = metrics[group][name]["accuracy"] if name else metrics[split]["accuracy"]
@@ -57,7 +58,7 @@ def scale_head(
             measured = []
             for seed in seeds:
                 where = out / method / f"norm{norm:g}" / f"seed{seed}"
-                if not (where / "metrics.json").exists() or overwrite:
+                if not FINETUNE.is_finished(where) or overwrite:
                     config = dataclasses.replace(base, method=method, seed=seed, head_norm=float(norm))
                     run(config, where, data_dir=data_dir, overwrite=overwrite)
                 else:
@@ -69,36 +70,18 @@ def scale_head(
                 values = [m[key] for m in measured]
                 row[label] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
             rows.append(row)
-    write_text(out / "scale_head.md", to_markdown(rows))
-    write_text(out / "scale_head.csv", to_csv(rows))
-    write_bytes(out / "scale_head.png", curve_figure(rows, split))
+    COMPARISON.write(out, "scale_head", to_markdown(rows))
+    COMPARISON.write(out, "scale_head_csv", to_csv(rows))
+    COMPARISON.write(out, "scale_head_figure", scale_head_figure(_diff_curves(rows), split))
     return rows
 
 
-def curve_figure(rows: Sequence[dict[str, Any]], split: str) -> bytes:
-    """Feature change Diff(F) against the head norm s, one line (mean ± std over seeds) per recipe."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        s = np.array([r["head norm s"] for r in mine])
-        mean = np.array([r["Diff(F)"][0] for r in mine])
-        std = np.array([r["Diff(F)"][1] or 0.0 for r in mine])
-        ax.plot(s, mean, marker="o", label=method)
-        ax.fill_between(s, mean - std, mean + std, alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("head norm ‖V‖_F before the FT stage")
-    ax.set_ylabel(f"Diff(F) on {split}")
-    ax.set_title("Feature change vs head norm")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+def _diff_curves(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], list[float], list[float | None]]]:
+    """Per recipe: the head norms s, mean Diff(F) and its std over seeds (None for one seed)."""
+    curves: dict[str, tuple[list[float], list[float], list[float | None]]] = {}
+    for row in rows:
+        norms, means, stds = curves.setdefault(row["method"], ([], [], []))
+        norms.append(row["head norm s"])
+        means.append(row["Diff(F)"][0])
+        stds.append(row["Diff(F)"][1])
+    return curves

@@ -137,9 +137,10 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     where = resolve_model(spec)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # loading reports unused pooler weights; quiet only while we load
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = _from_pretrained(AutoModel, where, attn_implementation)
@@ -148,5 +149,9 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
             f"could not load model {spec!r} ({exc.__class__.__name__}: {exc}). Offline, pass 'default', "
             "'mpnet-base' or a local Hugging Face model folder."
         ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     return model, tokenizer

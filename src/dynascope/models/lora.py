@@ -84,8 +84,9 @@ def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
         target_modules=targets,
         bias="none",
     )
-    torch.manual_seed(seed)
-    inject_adapter_in_model(config, clf.backbone)
+    with torch.random.fork_rng(devices=[]):  # peft draws A from the global RNG; seed it without touching the caller's
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, clf.backbone)
     for name, param in clf.backbone.named_parameters():
         param.requires_grad_("lora_" in name)
     for param in clf.head.parameters():

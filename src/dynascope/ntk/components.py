@@ -17,14 +17,15 @@ fingerprint of the inputs and the state, and a rerun loads finished blocks inste
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from dynascope.errors import DynascopeError
+from dynascope.errors import ConfigError, DynascopeError
+from dynascope.hooks import Progress, silent
 from dynascope.ntk.blocks import resolve_partition
 from dynascope.ntk.functional import (
     Batch,
@@ -47,14 +48,6 @@ class KernelStore(Protocol):
 
     def save(self, key: str, kernel: Tensor, fingerprint: str) -> None:
         """Persist one finished block kernel atomically."""
-
-
-Progress = Callable[[Iterable[Example], str], Iterable[Example]]
-"""Wraps the per-example loop of each pass (e.g. a tqdm bar from the caller); the identity by default."""
-
-
-def _silent(items: Iterable[Example], desc: str) -> Iterable[Example]:
-    return items
 
 
 @dataclass(frozen=True)
@@ -80,9 +73,11 @@ class NTKComponents:
 
 
 def as_matrix(kernel: Tensor) -> Tensor:
-    """(N_A, C, N_B, C) → (N_A·C, N_B·C) view, rows ordered (example, class)."""
-    n_a, c_a, n_b, c_b = kernel.shape
-    return kernel.reshape(n_a * c_a, n_b * c_b)
+    """(N_A, C, N_B, C) → (N_A·C, N_B·C) view, rows and columns ordered (example, class)."""
+    if kernel.ndim != 4 or kernel.shape[1] != kernel.shape[3]:
+        raise ConfigError(f"kernel: expected shape (N_A, C, N_B, C), found {tuple(kernel.shape)}")
+    n_a, c, n_b, _ = kernel.shape
+    return kernel.reshape(n_a * c, n_b * c)
 
 
 def pre_kernel(model: KernelModel, batch_a: Batch, batch_b: Batch | None = None) -> Tensor:
@@ -124,7 +119,7 @@ def ntk_components(
     memory_gb: float = 4.0,
     store: KernelStore | None = None,
     desc: str = "F kernel",
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> NTKComponents:
     """P and the per-block F kernels between ``batch_a`` and ``batch_b`` (``None``: A with itself).
 
@@ -174,7 +169,7 @@ def ntk_train_eval(
     memory_gb: float = 4.0,
     store: KernelStore | None = None,
     desc: str = "F kernel",
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> tuple[NTKComponents, NTKComponents]:
     """train×train and eval×train components at once, computing each pass's training Jacobian rows once.
 

@@ -40,10 +40,9 @@ from dynascope.report.tables import (
     ntk_run_table,
     ntk_table,
 )
-from dynascope.runio import environment, prepare_run_dir, write_json, write_text
+from dynascope.runio import FINETUNE, REPORT, write_text
 
 T = TypeVar("T")
-REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -126,33 +125,38 @@ def _calibrations(runs: Sequence[FinetuneRun], cfg: ReportConfig, notes: list[st
             out[str(run.path)] = stored
             continue
         if stored is not None:
-            notes.append(f"{_run_name(run)}: calibration.json has another bin count or layout, recomputed")
+            notes.append(
+                f"{_run_name(run)}: {FINETUNE.files['calibration']} has another bin count or layout, recomputed"
+            )
         result = _attempt(
             notes, f"{_run_name(run)} calibration", lambda r=run: calibration_of(r, cfg.n_bins, cfg.temperature)
         )
         if result is None:
-            if not (run.path / "logits.npz").exists():
-                notes.append(f"{_run_name(run)}: no logits.npz, calibration skipped")
+            if not FINETUNE.has(run.path, "logits"):
+                notes.append(f"{_run_name(run)}: no {FINETUNE.files['logits']}, calibration skipped")
             continue
         out[str(run.path)] = result
         computed += 1
     if computed:
-        notes.append(f"calibration computed on the fly for {computed} run(s) without a matching calibration.json")
+        notes.append(
+            f"calibration computed on the fly for {computed} run(s) without a matching {FINETUNE.files['calibration']}"
+        )
     return out
 
 
 def _feature_metrics(runs: Sequence[FinetuneRun], notes: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for run in progress(runs, desc="feature metrics"):
-        stored = _attempt(notes, f"{_run_name(run)} features.json", run.stored_feature_metrics)
+        stored_name = FINETUNE.files["feature_metrics"]
+        stored = _attempt(notes, f"{_run_name(run)} {stored_name}", run.stored_feature_metrics)
         if stored is not None and not _usable_features(stored):
-            notes.append(f"{_run_name(run)}: features.json has an unexpected layout, recomputed")
+            notes.append(f"{_run_name(run)}: {stored_name} has an unexpected layout, recomputed")
             stored = None
         result = stored or _attempt(notes, f"{_run_name(run)} features", lambda r=run: feature_metrics_of(r))
         if result is None:
-            if (run.path / "features.npz").exists():
+            if FINETUNE.has(run.path, "features"):
                 continue
-            notes.append(f"{_run_name(run)}: no features.npz, feature change and t-SNE skipped")
+            notes.append(f"{_run_name(run)}: no {FINETUNE.files['features']}, feature change and t-SNE skipped")
             continue
         out[str(run.path)] = result
     return out
@@ -215,10 +219,10 @@ def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
 def _tsne_figures(runs: Sequence[FinetuneRun], cfg: ReportConfig, notes: list[str]) -> list[FigureItem]:
     figures = []
     for (task, method), rs in progress(list(group_runs(runs).items()), desc="t-SNE"):
-        run = next((r for r in rs if (r.path / "features.npz").exists()), None)
+        run = next((r for r in rs if FINETUNE.has(r.path, "features")), None)
         if run is None:
             continue
-        features = _attempt(notes, f"{_run_name(run)} features.npz", lambda r=run: r.features)
+        features = _attempt(notes, f"{_run_name(run)} {FINETUNE.files['features']}", lambda r=run: r.features)
         if not features:
             continue
         split = cfg.tsne_split if cfg.tsne_split in features else split_order(features)[-1]
@@ -304,34 +308,33 @@ def build_sections(found: Discovered, cfg: ReportConfig) -> list[Section]:
 def build_report(
     paths: Iterable[str | Path], out: str | Path, config: ReportConfig | None = None, *, overwrite: bool = False
 ) -> ReportResult:
-    """Write ``out/report.html``, ``out/tables/*.md|csv``, ``config.json`` and ``env.json``."""
+    """Write the report run (``runio.REPORT``): ``tables/*.md|csv``, ``config.json``, ``env.json``, and
+    ``report.html`` last."""
     cfg = config or ReportConfig()
     paths = [Path(p) for p in paths]
     found = discover_runs(paths)
-    out = prepare_run_dir(out, overwrite=overwrite, marker=REPORT_FILE)
+    out = REPORT.prepare(out, overwrite=overwrite)
+    REPORT.path(out, "report").unlink(missing_ok=True)  # an overwritten report is unfinished until rewritten
     say(f"report: {len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)")
     sections = build_sections(found, cfg)
     if found.notes:
         sections[0].notes[:0] = found.notes
     tables: list[Table] = [t for s in sections for t in s.tables]
     for t in tables:
-        write_text(out / "tables" / f"{t.name}.md", t.to_markdown())
-        write_text(out / "tables" / f"{t.name}.csv", t.to_csv())
+        write_text(REPORT.path(out, "tables") / f"{t.name}.md", t.to_markdown())
+        write_text(REPORT.path(out, "tables") / f"{t.name}.csv", t.to_csv())
     meta = [
         f"{len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)",
         "Inputs: " + ", ".join(str(p) for p in paths),
     ]
-    html_path = write_text(out / REPORT_FILE, render_page("dynascope report", sections, meta))
-    write_json(
-        out / "config.json",
-        {
-            "inputs": [str(p) for p in paths],
-            "runs": [str(r.path) for r in found.finetune],
-            "ntk_runs": [str(r.path) for r in found.ntk],
-            "report": asdict(cfg),
-        },
-    )
-    write_json(out / "env.json", environment(cfg.seed))
+    record = {
+        "inputs": [str(p) for p in paths],
+        "runs": [str(r.path) for r in found.finetune],
+        "ntk_runs": [str(r.path) for r in found.ntk],
+        "report": asdict(cfg),
+    }
+    REPORT.write_record(out, record, cfg.seed)
+    html_path = REPORT.write(out, "report", render_page("dynascope report", sections, meta))
     return ReportResult(
         html_path=html_path,
         tables=[t.name for t in tables],

@@ -18,14 +18,16 @@ from dynascope.analysis.calibration import ReliabilityData
 DPI = 80  # keeps a full reproduction's self-contained page well under 2 MB
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` rendered as PNG bytes at the report's DPI (the one figure convention of dynascope)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
-def _subplots(ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+def subplots_row(ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure with ``ncols`` panels of ``width`` × ``height`` inches in one row."""
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     return fig, np.atleast_1d(fig.subplots(1, ncols, squeeze=False)[0])
 
@@ -45,7 +47,7 @@ def pool_reliability(items: Sequence[ReliabilityData]) -> ReliabilityData:
 
 def reliability_figure(panels: Mapping[str, ReliabilityData], title: str) -> bytes:
     """One reliability diagram per panel (e.g. before / after TS): accuracy bars, mean-confidence outlines."""
-    fig, axes = _subplots(len(panels), 3.4, 3.4)
+    fig, axes = subplots_row(len(panels), 3.4, 3.4)
     for ax, (name, rel) in zip(axes, panels.items(), strict=True):
         edges = np.asarray(rel.binning.edges)
         width = np.diff(edges)
@@ -74,12 +76,12 @@ def reliability_figure(panels: Mapping[str, ReliabilityData], title: str) -> byt
         ax.set_ylabel("accuracy")
     axes[0].legend(loc="upper left", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def head_norm_figure(curves: Mapping[str, Sequence[Sequence[float]]], title: str) -> bytes:
     """‖V‖_F per epoch: a thin line per seed and a thick mean line per method."""
-    fig, axes = _subplots(1, 5.5, 3.4)
+    fig, axes = subplots_row(1, 5.5, 3.4)
     ax = axes[0]
     for i, (method, seeds) in enumerate(curves.items()):
         color = f"C{i}"
@@ -93,8 +95,26 @@ def head_norm_figure(curves: Mapping[str, Sequence[Sequence[float]]], title: str
     if min(values) > 0 and max(values) > 10 * min(values):  # LP heads are often 10-100x the random init
         ax.set_yscale("log")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
+
+def scale_head_figure(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float | None]]], split: str
+) -> bytes:
+    """Feature change Diff(F) against the head norm s set before the FT stage: per recipe, (s, mean, std over
+    seeds) as a line with a ± std band (a None std, from one seed, draws no band)."""
+    fig, axes = subplots_row(1, 5.5, 3.8)
+    ax = axes[0]
+    for method, (norms, means, stds) in curves.items():
+        s, mean = np.asarray(norms, dtype=float), np.asarray(means, dtype=float)
+        std = np.array([0.0 if v is None else v for v in stds])
+        ax.plot(s, mean, marker="o", label=method)
+        ax.fill_between(s, mean - std, mean + std, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set(xlabel="head norm ‖V‖_F before the FT stage", ylabel=f"Diff(F) on {split}")
+    ax.set_title("Feature change vs head norm")
+    ax.legend()
+    return figure_png(fig)
 
 def tsne_figure(
     panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
@@ -102,7 +122,7 @@ def tsne_figure(
     title: str,
 ) -> bytes:
     """Scatter of 2-D t-SNE coordinates per panel, coloured by label; classifier rows (if any) as stars."""
-    fig, axes = _subplots(len(panels), 3.8, 3.6)
+    fig, axes = subplots_row(len(panels), 3.8, 3.6)
     for ax, (name, (coords, labels, head)) in zip(axes, panels.items(), strict=True):
         for c in np.unique(labels):
             pts = coords[labels == c]
@@ -114,24 +134,24 @@ def tsne_figure(
         ax.set(title=name, xticks=[], yticks=[])
     axes[0].legend(fontsize=7, markerscale=1.5)
     fig.suptitle(title + ("" if all(p[2] is None for p in panels.values()) else "  (★ = classifier rows)"), fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def singular_value_figure(spectra: Mapping[str, np.ndarray], title: str) -> bytes:
     """Singular values divided by the largest, descending, on a log scale, one line per kernel."""
-    fig, axes = _subplots(1, 5.5, 3.4)
+    fig, axes = subplots_row(1, 5.5, 3.4)
     ax = axes[0]
     for name, sv in spectra.items():
         sv = np.asarray(sv, dtype=np.float64)
         ax.plot(np.arange(1, sv.size + 1), np.maximum(sv, 1e-300), label=name)
     ax.set(xlabel="index", ylabel="σ_i / σ_1", title=title, yscale="log")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def nuclear_heatmap_figure(blocks: Mapping[str, np.ndarray], labels_sorted: np.ndarray | None, title: str) -> bytes:
     """Heat maps of the per-pair C×C block nuclear norms, rows/columns sorted by class, one per kernel."""
-    fig, axes = _subplots(len(blocks), 3.6, 3.4)
+    fig, axes = subplots_row(len(blocks), 3.6, 3.4)
     for ax, (name, mat) in zip(axes, blocks.items(), strict=True):
         im = ax.imshow(np.asarray(mat, dtype=np.float64), cmap="viridis", interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -141,4 +161,4 @@ def nuclear_heatmap_figure(blocks: Mapping[str, np.ndarray], labels_sorted: np.n
                 ax.axvline(b, color="white", linewidth=0.6)
         ax.set(title=name, xticks=[], yticks=[])
     fig.suptitle(title, fontsize=10)
-    return _png(fig)
+    return figure_png(fig)

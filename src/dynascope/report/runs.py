@@ -1,13 +1,12 @@
 """Reading run directories (fine-tuning and NTK) and computing their analysis on demand.
 
-A fine-tuning run is a directory with ``metrics.json``; an NTK run has ``stats.json`` with
-``"kind": "ntk"`` (see the run-directory contract in the project docs). Array files are read lazily,
+The two kinds are ``runio.FINETUNE`` (finished when its metrics file exists) and ``runio.NTK`` (finished when
+its stats file exists and says ``"kind": "ntk"``); their file names live there. Array files are read lazily,
 and each optional piece returns ``None`` when absent so that the report can skip it with a note.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,31 +19,17 @@ from dynascope.analysis.calibration import DEFAULT_BINS
 from dynascope.analysis.features import FISHER_RCOND, feature_change_metrics
 from dynascope.analysis.temperature import TemperatureConfig, calibrate_splits
 from dynascope.errors import DataError
-from dynascope.runio import read_json
-
-CALIBRATION_FILE = "calibration.json"
-FEATURES_FILE = "features.json"
+from dynascope.runio import FINETUNE, NTK
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read JSON: {exc}", path=path) from exc
-
-
-def _read_npz_groups(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``K.NAME`` arrays of an npz grouped by split key K (split keys may contain dots)."""
+def _npz_groups(run_dir: Path, role: str) -> dict[str, dict[str, np.ndarray]]:
+    """``K.NAME`` arrays of a fine-tuning run's npz grouped by split key K (split keys may contain dots)."""
     groups: dict[str, dict[str, np.ndarray]] = {}
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            for name in data.files:
-                key, dot, array = name.rpartition(".")
-                if not dot:
-                    raise DataError(f"expected array names 'SPLIT.NAME', found {name!r}", path=path)
-                groups.setdefault(key, {})[array] = data[name]
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read arrays: {exc}", path=path) from exc
+    for name, array in FINETUNE.load(run_dir, role).items():
+        key, dot, field_name = name.rpartition(".")
+        if not dot:
+            raise DataError(f"expected array names 'SPLIT.NAME', found {name!r}", path=FINETUNE.path(run_dir, role))
+        groups.setdefault(key, {})[field_name] = array
     return groups
 
 
@@ -68,13 +53,12 @@ class FinetuneRun:
 
     @classmethod
     def load(cls, path: str | Path) -> FinetuneRun:
-        """Read ``metrics.json`` (required) and ``config.json`` (optional) of a run."""
+        """Read the metrics (required) and the config (optional) of a run."""
         path = Path(path)
-        metrics = _read_json(path / "metrics.json")
+        metrics = FINETUNE.load(path, "metrics")
         if not isinstance(metrics, dict):
-            raise DataError("expected a JSON object", path=path / "metrics.json")
-        config = _read_json(path / "config.json") if (path / "config.json").exists() else {}
-        return cls(path, config, metrics)
+            raise DataError("expected a JSON object", path=FINETUNE.path(path, "metrics"))
+        return cls(path, FINETUNE.load_optional(path, "config") or {}, metrics)
 
     def _field(self, name: str) -> Any:
         return self.metrics.get(name, self.config.get(name))
@@ -105,56 +89,48 @@ class FinetuneRun:
 
     @cached_property
     def logits(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-        """``{split: (logits [N, C], labels [N])}`` from ``logits.npz``, or None if the file is absent."""
-        path = self.path / "logits.npz"
-        if not path.exists():
+        """``{split: (logits [N, C], labels [N])}`` from the logits file, or None if it is absent."""
+        if not FINETUNE.has(self.path, "logits"):
             return None
         out = {}
-        for key, arrays in _read_npz_groups(path).items():
+        for key, arrays in _npz_groups(self.path, "logits").items():
             if "logits" not in arrays or "labels" not in arrays:
-                raise DataError(f"split {key!r} needs both {key}.logits and {key}.labels", path=path)
+                raise DataError(
+                    f"split {key!r} needs both {key}.logits and {key}.labels", path=FINETUNE.path(self.path, "logits")
+                )
             out[key] = (arrays["logits"], arrays["labels"])
         return out
 
     @cached_property
     def features(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-        """``{split: (phi_pre, phi_post, labels)}`` from ``features.npz``, or None if the file is absent."""
-        path = self.path / "features.npz"
-        if not path.exists():
+        """``{split: (phi_pre, phi_post, labels)}`` from the features file, or None if it is absent."""
+        if not FINETUNE.has(self.path, "features"):
             return None
         out = {}
-        for key, arrays in _read_npz_groups(path).items():
+        for key, arrays in _npz_groups(self.path, "features").items():
             missing = {"phi_pre", "phi_post", "labels"} - set(arrays)
             if missing:
-                raise DataError(f"split {key!r} lacks {sorted(missing)}", path=path)
+                raise DataError(f"split {key!r} lacks {sorted(missing)}", path=FINETUNE.path(self.path, "features"))
             out[key] = (arrays["phi_pre"], arrays["phi_post"], arrays["labels"])
         return out
 
     @cached_property
     def head_weight(self) -> np.ndarray | None:
-        """V (C × h) from ``head.safetensors``, or None if absent."""
-        path = self.path / "head.safetensors"
-        if not path.exists():
+        """V (C × h) from the head file, or None if absent."""
+        if not FINETUNE.has(self.path, "head"):
             return None
-        from safetensors.numpy import load_file
-
-        try:
-            tensors = load_file(str(path))
-        except Exception as exc:
-            raise DataError(f"cannot read tensors: {exc}", path=path) from exc
+        tensors = FINETUNE.load(self.path, "head")
         if "weight" not in tensors:
-            raise DataError("expected a tensor named 'weight'", path=path)
-        return np.asarray(tensors["weight"], dtype=np.float64)
+            raise DataError("expected a tensor named 'weight'", path=FINETUNE.path(self.path, "head"))
+        return tensors["weight"].double().numpy()
 
     def stored_calibration(self) -> dict[str, Any] | None:
-        """``calibration.json`` as written by ``dynascope calibrate``, or None."""
-        path = self.path / CALIBRATION_FILE
-        return _read_json(path) if path.exists() else None
+        """The calibration record written by ``dynascope calibrate``, or None."""
+        return FINETUNE.load_optional(self.path, "calibration")
 
     def stored_feature_metrics(self) -> dict[str, Any] | None:
-        """``features.json`` as written by ``dynascope features``, or None."""
-        path = self.path / FEATURES_FILE
-        return _read_json(path) if path.exists() else None
+        """The feature-change record written by ``dynascope features``, or None."""
+        return FINETUNE.load_optional(self.path, "feature_metrics")
 
 
 def calibration_of(
@@ -168,13 +144,13 @@ def calibration_of(
     if logits is None:
         return None
     if "val" not in logits:
-        raise DataError("no 'val' split to fit the temperature on", path=run.path / "logits.npz")
+        raise DataError("no 'val' split to fit the temperature on", path=FINETUNE.path(run.path, "logits"))
     splits = {k: logits[k] for k in split_order(logits) if k != "val"}
     return calibrate_splits(logits["val"], splits, n_bins=n_bins, config=config)
 
 
 def feature_metrics_of(run: FinetuneRun) -> dict[str, Any] | None:
-    """Per split Diff, cosine to pre, CS and FDR before/after (None without ``features.npz``)."""
+    """Per split Diff, cosine to pre, CS and FDR before/after (None without the features file)."""
     features = run.features
     if features is None:
         return None
@@ -199,11 +175,9 @@ class NtkRun:
 
     @classmethod
     def load(cls, path: str | Path) -> NtkRun:
-        """Read ``stats.json`` (required) and ``config.json`` (optional)."""
+        """Read the stats (required) and the config (optional)."""
         path = Path(path)
-        stats = _read_json(path / "stats.json")
-        config = _read_json(path / "config.json") if (path / "config.json").exists() else {}
-        return cls(path, config, stats)
+        return cls(path, NTK.load_optional(path, "config") or {}, NTK.load(path, "stats"))
 
     @property
     def task(self) -> str:
@@ -217,22 +191,14 @@ class NtkRun:
 
     @cached_property
     def spectra(self) -> dict[str, np.ndarray] | None:
-        """Arrays of ``spectra.npz`` (normalised singular values, block nuclear norms), or None."""
-        path = self.path / "spectra.npz"
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise DataError(f"cannot read arrays: {exc}", path=path) from exc
+        """The spectra arrays (normalised singular values, block nuclear norms), or None."""
+        return NTK.load_optional(self.path, "spectra")
 
 
 def _is_ntk_dir(path: Path) -> bool:
-    stats = path / "stats.json"
-    if not stats.is_file():
+    if not NTK.is_finished(path):
         return False
-    data = _read_json(stats)
+    data = NTK.load(path, "stats")
     return isinstance(data, dict) and data.get("kind") == "ntk"
 
 
@@ -254,7 +220,7 @@ def discover_runs(paths: Iterable[str | Path]) -> Discovered:
         resolved = path.resolve()
         if resolved in seen:
             return True
-        if (path / "metrics.json").is_file():
+        if FINETUNE.is_finished(path):
             seen.add(resolved)
             found.finetune.append(FinetuneRun.load(path))
             return True
@@ -272,7 +238,9 @@ def discover_runs(paths: Iterable[str | Path]) -> Discovered:
         if not path.is_dir():
             raise DataError("expected a run directory or a directory holding runs; it does not exist", path=path)
         if not visit(path):
-            found.notes.append(f"{path}: no run directories found (no metrics.json or NTK stats.json)")
+            found.notes.append(
+                f"{path}: no run directories found (no {FINETUNE.files['metrics']} or NTK {NTK.files['stats']})"
+            )
     if not found.finetune and not found.ntk:
         raise DataError(f"no run directories found under {', '.join(str(p) for p in paths)}")
     return found

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from dynascope.report.runs import FinetuneRun, NtkRun, split_order
-
-METHOD_ORDER = ("lp", "ft", "lp-ft", "lora", "lp-lora")
+from dynascope.train.recipes import METHODS
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ class Table:
 
 
 def _method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
 
 
 def group_runs(runs: Sequence[FinetuneRun]) -> dict[tuple[str, str], list[FinetuneRun]]:
@@ -305,7 +304,6 @@ def _scalars(d: Any) -> dict[str, Any]:
 
 NTK_KERNELS = ("pre", "ft", "total")
 NTK_FIRST = ("rank", "frobenius", "paper_row_acc_train", "paper_row_acc_test", "ft_ratio")
-NTK_ALIASES = ("acc_train", "acc_test")  # stats.json's short names for paper_row_acc_*: shown once
 
 
 def _ordered_keys(parts: Iterable[dict[str, Any]], first: Sequence[str], skip: Sequence[str] = ()) -> list[str]:
@@ -331,7 +329,7 @@ def ntk_table(runs: Sequence[NtkRun]) -> Table:
     """Table-2-style kernel statistics: one row per (run, kernel) with every scalar recorded for that kernel."""
     ordered = sorted(runs, key=lambda r: (r.task, r.state, str(r.path)))
     per_kernel = [(r, k, _scalars(r.stats.get(k))) for r in ordered for k in NTK_KERNELS if k in r.stats]
-    keys = _ordered_keys((v for _, _, v in per_kernel), NTK_FIRST, skip=NTK_ALIASES)
+    keys = _ordered_keys((v for _, _, v in per_kernel), NTK_FIRST)
     table = Table(
         "ntk_stats",
         "NTK statistics (pre-train-effective P, FT-effective F, total = P + F)",

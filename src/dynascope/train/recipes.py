@@ -3,14 +3,21 @@
 A run: load the task and the backbone; build the classifier (seeded head); compute φ of the pre-trained
 backbone on every evaluated split; LP fits the head on φ of the training set (LP, LP-FT, LP-LoRA); LoRA is
 injected (LoRA, LP-LoRA); the FT stage trains (all but LP); finally logits and φ after training are computed.
-The directory contract (``config.json``, ``env.json``, ``metrics.json``, ``logits.npz``, ``features.npz``,
-``head.safetensors``, ``adapter.safetensors``) is documented in the README; ``metrics.json`` is written last and
+The directory's files are ``runio.FINETUNE``'s (documented in the README); the metrics file is written last and
 marks the run finished.
+
+Learning rates: ``lr=None`` takes the paper's setting for a task it reports, and for any other task runs the
+grid search of :mod:`dynascope.train.lr_search`, as ``lr="auto"`` does for every task. Budgets: ``steps`` raises
+the FT stage's epochs until it takes at least that many optimizer steps, so a subsampled training set still
+trains. Every run records the majority-class baseline of each split and whether it *learned* (validation accuracy
+above the baseline by the margin of :func:`dynascope.analysis.verdicts.learning_margin`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynascope.analysis.verdicts import learned, learning_margin, majority_baseline
 from dynascope.data import load_task, stratified_subset
 from dynascope.data.encode import encode_split
 from dynascope.errors import ConfigError
@@ -26,13 +34,13 @@ from dynascope.models.backbone import load_backbone
 from dynascope.models.classifier import POOLINGS, Classifier
 from dynascope.models.lora import LoraSettings, apply_lora, count_trainable, load_lora_state, lora_state_dict
 from dynascope.progress import say
-from dynascope.runio import environment, prepare_run_dir, read_json, write_json, write_npz, write_safetensors
+from dynascope.runio import FINETUNE
 from dynascope.train.evaluate import classification_metrics, predict
 from dynascope.train.finetune import FinetuneSettings, finetune
+from dynascope.train.lr_search import DEFAULT_LR_GRIDS, LrChoice, check_grid, lr_key, select_lr
 from dynascope.train.probe import ProbeSettings, fit_linear_probe
 
 METHODS = ("lp", "ft", "lp-ft", "lora", "lp-lora")
-CHECKPOINT_DIR = "checkpoint"
 
 # (batch size, learning rate) per task and method: the paper's scripts / Table 6 (roberta-base, 10 epochs).
 PAPER_HPARAMS: dict[str, dict[str, tuple[int, float]]] = {
@@ -48,7 +56,9 @@ PAPER_HPARAMS: dict[str, dict[str, tuple[int, float]]] = {
         "lp-lora": (8, 5e-4),
     },  # BOSS Amazon row
 }
-DEFAULT_HPARAMS = PAPER_HPARAMS["rte"]
+DEFAULT_BATCH_SIZES = {"ft": 16, "lora": 16, "lp-ft": 8, "lp-lora": 8}  # the paper's usual sizes per recipe
+AUTO_LR = "auto"
+LEARNED_Z = 1.645  # one-sided 95 %: a predictor no better than the majority class exceeds the margin 5 % of the time
 
 
 def _lp_stage(method: str) -> bool:
@@ -61,7 +71,12 @@ def _lora_stage(method: str) -> bool:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a fine-tuning run (``lr``/``batch_size`` None = the paper's value for the task)."""
+    """Everything that determines a fine-tuning run.
+
+    ``lr``: a number, ``"auto"`` (grid search on the validation set, ``lr_grid`` or the method's default grid), or
+    None (the paper's value for a task it reports, else the grid). ``batch_size`` None: the paper's value, else
+    16 for FT/LoRA and 8 for LP-FT/LP-LoRA. ``steps``: minimum optimizer steps of the FT stage.
+    """
 
     task: str
     method: str
@@ -69,7 +84,9 @@ class RunConfig:
     model: str = "default"
     pooling: str = "cls"
     epochs: int = 10
-    lr: float | None = None
+    steps: int | None = None
+    lr: float | str | None = None
+    lr_grid: tuple[float, ...] | None = None
     batch_size: int | None = None
     eval_batch_size: int = 64
     max_train: int | None = None
@@ -95,27 +112,44 @@ class RunConfig:
             raise ConfigError(f"epochs >= 1, max_length >= 8 and eval_batch_size >= 1 required; got {self}")
         if self.head_norm is not None and not self.head_norm > 0:
             raise ConfigError(f"head_norm must be positive, got {self.head_norm}")
+        if isinstance(self.lr, str) and self.lr != AUTO_LR:
+            raise ConfigError(f"lr must be a positive number or {AUTO_LR!r}, got {self.lr!r}")
+        if isinstance(self.lr, int | float) and not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.lr_grid is not None:
+            object.__setattr__(self, "lr_grid", check_grid(self.lr_grid, "lr_grid"))
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be at least 1 when given, got {self.steps}")
 
     def resolved(self) -> RunConfig:
-        """The config with ``lr`` and ``batch_size`` filled in from the paper's table where left unset."""
+        """The config with ``batch_size`` and ``lr`` filled in where left unset (``lr`` may resolve to ``"auto"``)."""
         if self.method == "lp":
             return self
-        bs, lr = PAPER_HPARAMS.get(self.task, DEFAULT_HPARAMS)[self.method]
+        paper = PAPER_HPARAMS.get(self.task)
+        bs, lr = paper[self.method] if paper else (DEFAULT_BATCH_SIZES[self.method], AUTO_LR)
         return dataclasses.replace(
             self, lr=self.lr if self.lr is not None else lr, batch_size=self.batch_size or bs
         )
+
+    def grid(self) -> tuple[float, ...]:
+        """The learning rates an ``"auto"`` run searches."""
+        return self.lr_grid or DEFAULT_LR_GRIDS[self.method]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (LoRA settings only for LoRA recipes)."""
         out = asdict(self)
         out["lp"] = self.lp.to_dict()
         out["lora"] = self.lora.to_dict() if _lora_stage(self.method) else None
+        out["lr_grid"] = list(self.lr_grid) if self.lr_grid is not None else None
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Inverse of ``to_dict`` (unknown keys are an error)."""
+        """Inverse of ``to_dict`` (unknown keys are an error; the ``lr_search`` record is not a setting)."""
         data = dict(data)
+        data.pop("lr_search", None)
+        if data.get("lr_grid") is not None:
+            data["lr_grid"] = tuple(data["lr_grid"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -156,15 +190,69 @@ def _metrics_by_group(
     return out
 
 
+def choose_lr(
+    config: RunConfig, root: str | Path, *, data_dir: str | Path | None = None, overwrite: bool = False
+) -> LrChoice:
+    """Search ``config.grid()`` on ``config.seed``, one run directory per point under ``root``.
+
+    A finished point with the same config is read back, so every seed of a (task, method) can share one search.
+    """
+    config = config.resolved()
+
+    def point(lr: float, where: Path) -> dict[str, Any]:
+        wanted = dataclasses.replace(config, lr=lr)
+        if FINETUNE.is_finished(where) and not overwrite:
+            if RunConfig.from_dict(FINETUNE.load(where, "config")) != wanted:
+                raise ConfigError(f"{where} holds a grid point of another config; use another --out or --overwrite")
+            return FINETUNE.load(where, "metrics")
+        return run(wanted, where, data_dir=data_dir, overwrite=overwrite)
+
+    return select_lr(config.grid(), config.seed, root, point)
+
+
+def _adopt_grid_point(choice: LrChoice, config: RunConfig, out: Path, record: dict[str, Any]) -> dict | None:
+    """Copy the chosen grid point into ``out`` when it is this very run (same seed and config); else None."""
+    where = Path(choice.runs[lr_key(choice.chosen)])
+    if choice.seed != config.seed or not FINETUNE.is_finished(where):
+        return None
+    if RunConfig.from_dict(FINETUNE.load(where, "config")) != config:
+        return None
+    skip = {FINETUNE.files[role] for role in ("config", "env", "metrics")}
+    for item in sorted(where.iterdir()):
+        if item.is_file() and item.name not in skip:
+            shutil.copy2(item, out / item.name)
+    FINETUNE.write_record(out, record, config.seed)
+    metrics = {**FINETUNE.load(where, "metrics"), "adopted_from": str(where)}
+    FINETUNE.write(out, "metrics", metrics)
+    return metrics
+
+
 def run(
-    config: RunConfig, out: str | Path, *, data_dir: str | Path | None = None, overwrite: bool = False
+    config: RunConfig,
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    overwrite: bool = False,
+    lr_choice: LrChoice | None = None,
 ) -> dict:
-    """Run one recipe into ``out`` and return its metrics (see the module docstring)."""
+    """Run one recipe into ``out`` and return its metrics (see the module docstring).
+
+    An ``"auto"`` learning rate uses ``lr_choice`` when given (``compare`` selects once per (task, method)), else
+    searches its grid under ``out/lr-grid``; the choice is recorded in ``config.json`` as ``lr_search``, and when
+    the chosen grid point is this run (same seed) it is copied instead of trained again.
+    """
     started = time.perf_counter()
     config = config.resolved()
-    out = prepare_run_dir(out, overwrite=overwrite)
-    write_json(out / "config.json", config.to_dict())
-    write_json(out / "env.json", environment(config.seed))
+    out = FINETUNE.prepare(out, overwrite=overwrite)
+    record = config.to_dict()
+    if config.lr == AUTO_LR:
+        choice = lr_choice or choose_lr(config, FINETUNE.path(out, "lr_grid"), data_dir=data_dir)
+        config = dataclasses.replace(config, lr=choice.chosen)
+        record = {**config.to_dict(), "lr_search": choice.to_dict()}
+        adopted = _adopt_grid_point(choice, config, out, record)
+        if adopted is not None:
+            return adopted
+    FINETUNE.write_record(out, record, config.seed)
     torch.manual_seed(config.seed)
 
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
@@ -211,6 +299,7 @@ def run(
         say(f"LP: C = {probe.strength}, train acc {probe.train_accuracy:.4f}, ‖V‖ {norm_after_lp:.3f}")
 
     history: list[dict] = []
+    optimizer_steps = 0
     best_epoch = None
     trainable = 0
     norm_before_ft = None
@@ -224,8 +313,11 @@ def run(
             for p in clf.parameters():
                 p.requires_grad_(True)
         trainable = count_trainable(clf)
+        steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
+        epochs = max(config.epochs, math.ceil((config.steps or 0) / steps_per_epoch))
+        optimizer_steps = steps_per_epoch * epochs
         settings = FinetuneSettings(
-            epochs=config.epochs,
+            epochs=epochs,
             lr=config.lr,
             batch_size=config.batch_size,
             eval_batch_size=config.eval_batch_size,
@@ -238,7 +330,7 @@ def run(
             settings,
             seed=config.seed,
             val_metrics=tuple(task.metrics),
-            checkpoint_dir=out / CHECKPOINT_DIR,
+            checkpoint_dir=FINETUNE.path(out, "checkpoint"),
         )
         history, best_epoch = result.history, result.best_epoch
 
@@ -252,12 +344,15 @@ def run(
         else:
             logits[key], phi_post[key] = predict(clf, enc, config.eval_batch_size, desc=f"φ post {key}")
     labels = {key: enc.labels for key, enc in evals.items()}
+    baselines = {key: majority_baseline(train_enc.labels, labels[key]) for key in evals}
+    val_accuracy = float(np.mean(logits["val"].argmax(axis=1) == labels["val"]))
+    n_val = len(labels["val"])
 
-    write_safetensors(out / "head.safetensors", {"weight": clf.head.weight, "bias": clf.head.bias})
+    FINETUNE.write(out, "head", {"weight": clf.head.weight, "bias": clf.head.bias})
     if _lora_stage(config.method):
-        write_safetensors(out / "adapter.safetensors", lora_state_dict(clf))
+        FINETUNE.write(out, "adapter", lora_state_dict(clf))
     if config.save_backbone and config.method in ("ft", "lp-ft"):
-        write_safetensors(out / "backbone.safetensors", dict(clf.backbone.state_dict()))
+        FINETUNE.write(out, "backbone", dict(clf.backbone.state_dict()))
     logit_arrays: dict[str, np.ndarray] = {}
     feature_arrays: dict[str, np.ndarray] = {}
     for key in evals:
@@ -265,8 +360,8 @@ def run(
         feature_arrays.update(
             {f"{key}.phi_pre": phi_pre[key], f"{key}.phi_post": phi_post[key], f"{key}.labels": labels[key]}
         )
-    write_npz(out / "logits.npz", logit_arrays)
-    write_npz(out / "features.npz", feature_arrays)
+    FINETUNE.write(out, "logits", logit_arrays)
+    FINETUNE.write(out, "features", feature_arrays)
     final_norm = clf.head_norm()
     metrics = {
         "task": config.task,
@@ -284,14 +379,25 @@ def run(
             "per_epoch": [row["head_norm"] for row in history],
         },
         "lp": lp_info,
+        "majority_baseline": baselines,
+        "learned": learned(val_accuracy, baselines["val"], n_val, z=LEARNED_Z),
+        "learned_evidence": {
+            "split": "val",
+            "accuracy": val_accuracy,
+            "baseline": baselines["val"],
+            "margin": learning_margin(baselines["val"], n_val, z=LEARNED_Z),
+            "n": n_val,
+            "rule": f"accuracy > baseline + max(0.02, {LEARNED_Z} * sqrt(p(1-p)/n)), p = baseline",
+        },
         "history": history,
         "best_epoch": best_epoch,
+        "optimizer_steps": optimizer_steps,
         "trainable_parameters": trainable,
         "n_train": len(train_enc),
         "seconds": time.perf_counter() - started,
     }
-    write_json(out / "metrics.json", metrics)
-    ckpt = out / CHECKPOINT_DIR
+    FINETUNE.write(out, "metrics", metrics)
+    ckpt = FINETUNE.path(out, "checkpoint")
     if ckpt.exists():
         for item in ckpt.iterdir():
             item.unlink()
@@ -303,28 +409,25 @@ def load_run_classifier(
     run_dir: str | Path, attn_implementation: str = "eager"
 ) -> tuple[Classifier, Any, RunConfig]:
     """Rebuild the trained classifier of a finished run: (classifier in eval mode, tokenizer, config)."""
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
-        raise ConfigError(f"{run_dir} is not a finished run (no metrics.json)")
-    config = RunConfig.from_dict(read_json(run_dir / "config.json"))
-    metrics = read_json(run_dir / "metrics.json")
+    if not FINETUNE.is_finished(run_dir):
+        raise ConfigError(f"{run_dir} is not a finished run (no {FINETUNE.path(run_dir, 'metrics').name})")
+    config = RunConfig.from_dict(FINETUNE.load(run_dir, "config"))
+    metrics = FINETUNE.load(run_dir, "metrics")
     backbone, tokenizer = load_backbone(config.model, attn_implementation=attn_implementation)
     clf = Classifier(
         backbone, metrics["num_labels"], pooling=config.pooling, head_dropout=config.head_dropout
     )
     if config.method in ("ft", "lp-ft"):
-        path = run_dir / "backbone.safetensors"
-        if not path.exists():
+        if not FINETUNE.has(run_dir, "backbone"):
             raise ConfigError(
                 f"{run_dir} was saved without its fine-tuned backbone; rerun it with --save-backbone"
             )
-        backbone.load_state_dict(load_file(str(path)))
+        backbone.load_state_dict(FINETUNE.load(run_dir, "backbone"))
     if _lora_stage(config.method):
         apply_lora(clf, config.lora, seed=config.seed)
-        load_lora_state(clf, load_file(str(run_dir / "adapter.safetensors")))
-    head = load_file(str(run_dir / "head.safetensors"))
+        load_lora_state(clf, FINETUNE.load(run_dir, "adapter"))
+    head = FINETUNE.load(run_dir, "head")
     clf.set_head(head["weight"], head["bias"])
     clf.eval()
     return clf, tokenizer, config

@@ -1,0 +1,58 @@
+"""The run-directory kinds: file names in one place, formats chosen by suffix, finished markers, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynascope import runio
+from dynascope.errors import DataError, RunExistsError
+
+KINDS = [runio.FINETUNE, runio.NTK, runio.LOOPED, runio.SUDOKU, runio.STUDY, runio.COMPARISON, runio.REPORT]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_every_kind_names_its_marker_and_refuses_a_finished_run(kind: runio.RunKind, tmp_path) -> None:
+    out = kind.prepare(tmp_path / "run")
+    assert out.is_dir() and not kind.is_finished(out)
+    marker = kind.path(out, kind.marker)
+    marker.write_text("{}" if marker.suffix == ".json" else "x", encoding="utf-8")
+    assert kind.is_finished(out)
+    with pytest.raises(RunExistsError, match=marker.name):
+        kind.prepare(out)
+    assert kind.prepare(out, overwrite=True) == out
+
+
+def test_write_and_load_round_trip_each_format(tmp_path) -> None:
+    kind = runio.FINETUNE
+    kind.write(tmp_path, "metrics", {"accuracy": np.float32(0.5), "per_epoch": np.arange(2)})
+    assert kind.load(tmp_path, "metrics") == {"accuracy": 0.5, "per_epoch": [0, 1]}
+    kind.write(tmp_path, "logits", {"val.logits": np.ones((2, 3))})
+    assert np.array_equal(kind.load(tmp_path, "logits")["val.logits"], np.ones((2, 3)))
+    kind.write(tmp_path, "head", {"weight": torch.eye(2)})
+    assert torch.equal(kind.load(tmp_path, "head")["weight"], torch.eye(2))
+    runio.COMPARISON.write(tmp_path, "summary", "| a |\n")
+    assert runio.COMPARISON.load(tmp_path, "summary") == "| a |\n"
+    kind.write_record(tmp_path, {"task": "cb"}, seed=3)
+    assert kind.load(tmp_path, "config") == {"task": "cb"} and kind.load(tmp_path, "env")["seed"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_missing_unknown_and_corrupt_files_are_named(tmp_path) -> None:
+    kind = runio.NTK
+    with pytest.raises(DataError, match="no stats file") as missing:
+        kind.load(tmp_path, "stats")
+    assert "stats.json" in str(missing.value)
+    assert kind.load_optional(tmp_path, "stats") is None
+    with pytest.raises(KeyError, match="no 'metrics' file; known: blocks, config"):
+        kind.path(tmp_path, "metrics")
+    (tmp_path / "spectra.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="cannot read arrays") as corrupt:
+        kind.load(tmp_path, "spectra")
+    assert "spectra.npz" in str(corrupt.value)
+
+
+def test_a_kind_must_list_its_marker() -> None:
+    with pytest.raises(ValueError, match="marker role 'done'"):
+        runio.RunKind("broken", marker="done", files={"config": runio.CONFIG_FILE})
