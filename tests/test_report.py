@@ -211,5 +211,5 @@ def test_ntk_tables_list_kernels_and_run_level_values(tmp_path: Path, ntk_run_fa
     assert list(shown) == ["pre", "ft", "total"]
     assert shown["pre"][3:] == ["8", "5", "50.00"]
     runs = ntk_run_table(found.ntk)
-    assert runs.columns == ["task", "state", "ft_ratio", "trace.ft"]
+    assert runs.columns == ["task", "state", "ft_ratio", "trace.exact_ft"]
     assert runs.display_rows() == [["toy", "ft", "0.2", "3"]]

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from dynascope.data.task import METRICS
 from dynascope.progress import say
+from dynascope.report.tables import Stat
 from dynascope.runio import COMPARISON, FINETUNE
 from dynascope.train.recipes import RunConfig, run
 
@@ -70,7 +70,7 @@ def _columns(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def summarize(all_metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, method): every column as mean and sample std over seeds (ddof = 1; None for one seed)."""
+    """One row per (task, method): every column as a ``Stat`` (mean, sample std, count) over seeds."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for m in all_metrics:
         groups.setdefault((m["task"], m["method"]), []).append(m)
@@ -80,10 +80,7 @@ def summarize(all_metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         names = list(dict.fromkeys(k for cols in per_run for k in cols))
         row: dict[str, Any] = {"task": task, "method": method, "seeds": len(runs)}
         for name in names:
-            values = [cols.get(name) for cols in per_run]
-            values = [v for v in values if v is not None]
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-            row[name] = (float(np.mean(values)), std) if values else None
+            row[name] = Stat.of(cols.get(name) for cols in per_run)
         rows.append(row)
     return rows
 
@@ -95,13 +92,12 @@ def _header(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _fmt(name: str, value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, tuple):
-        mean, std = value
-        percent = "accuracy" in name or name.split()[-1] in ("mcc", "f1", "macro_f1")
-        shown = f"{100 * mean:.2f}" if percent else f"{mean:.3g}"
-        if std is None:
+    if isinstance(value, Stat):
+        percent = "accuracy" in name or name.split()[-1] in METRICS
+        shown = f"{100 * value.mean:.2f}" if percent else f"{value.mean:.3g}"
+        if value.n < 2:
             return shown
-        return f"{shown} ± {100 * std:.2f}" if percent else f"{shown} ± {std:.2g}"
+        return f"{shown} ± {100 * value.std:.2f}" if percent else f"{shown} ± {value.std:.2g}"
     return str(value)
 
 
@@ -119,7 +115,7 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     header = _header(rows)
     flat = []
     for h in header:
-        flat.extend([f"{h} mean", f"{h} std"] if any(isinstance(r.get(h), tuple) for r in rows) else [h])
+        flat.extend([f"{h} mean", f"{h} std"] if any(isinstance(r.get(h), Stat) for r in rows) else [h])
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(flat)
@@ -127,8 +123,11 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
         cells: list[Any] = []
         for h in header:
             value = row.get(h)
-            if any(isinstance(r.get(h), tuple) for r in rows):
-                cells.extend(value if isinstance(value, tuple) else ["", ""])
+            if any(isinstance(r.get(h), Stat) for r in rows):
+                if isinstance(value, Stat):
+                    cells.extend([value.mean, value.std if value.n > 1 else ""])
+                else:
+                    cells.extend(["", ""])
             else:
                 cells.append(value)
         writer.writerow(cells)

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dynascope.analysis.features import cosine_to_pre, feature_shift
 from dynascope.experiments.compare import to_csv, to_markdown
 from dynascope.progress import say
 from dynascope.report.plots import scale_head_figure
+from dynascope.report.tables import Stat
 from dynascope.runio import COMPARISON, FINETUNE
 from dynascope.train.recipes import RunConfig, run
 
@@ -67,8 +66,7 @@ def scale_head(
             row: dict[str, Any] = {"method": method, "head norm s": norm, "seeds": len(seeds)}
             for key, label in (("diff", "Diff(F)"), ("cosine", "cos(φ, φ_pre)"), ("accuracy", f"{split} accuracy"),
                                ("final_norm", "‖V‖ final")):
-                values = [m[key] for m in measured]
-                row[label] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
+                row[label] = Stat.of(m[key] for m in measured)
             rows.append(row)
     COMPARISON.write(out, "scale_head", to_markdown(rows))
     COMPARISON.write(out, "scale_head_csv", to_csv(rows))
@@ -82,6 +80,7 @@ def _diff_curves(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float],
     for row in rows:
         norms, means, stds = curves.setdefault(row["method"], ([], [], []))
         norms.append(row["head norm s"])
-        means.append(row["Diff(F)"][0])
-        stds.append(row["Diff(F)"][1])
+        diff = row["Diff(F)"]
+        means.append(diff.mean)
+        stds.append(diff.std if diff.n > 1 else None)
     return curves
