@@ -77,3 +77,27 @@ def test_auto_lr_run_records_the_search_and_adopts_its_grid_point(tmp_path) -> N
     other = run(dataclasses.replace(config, seed=5), tmp_path / "seed5", lr_choice=again)
     assert "adopted_from" not in other and not (tmp_path / "seed5" / "lr-grid").exists()
     assert FINETUNE.load(tmp_path / "seed5", "config")["lr_search"]["chosen"] == again.chosen
+
+
+def test_compare_selects_once_per_method_and_refuses_a_changed_config(tmp_path, capsys) -> None:
+    from dynascope.cli import main
+    from dynascope.experiments.compare import compare
+
+    model = tiny_bert_folder(tmp_path / "bert")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--task", "cb", "--model", str(model), "--methods", "lp,ft", "--seeds", "1,2", "--epochs", "1",
+            "--steps", "4", "--max-train", "32", "--batch-size", "16", "--lr", "auto", "--lr-grid", "1e-4,3e-3",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    grid_points = sorted(p.name for p in (out / "lr-grid" / "ft").iterdir())
+    assert grid_points == ["lr-0.0001", "lr-0.003"]  # one search for both seeds, none for LP
+    chosen = {FINETUNE.load(out / "ft" / f"seed{s}", "config")["lr"] for s in (1, 2)}
+    assert len(chosen) == 1 and FINETUNE.load(out / "ft" / "seed2", "metrics")["optimizer_steps"] == 4
+    assert "lr_search" not in FINETUNE.load(out / "lp" / "seed1", "config")
+    base = RunConfig(task="cb", method="ft", model=str(model), epochs=1, steps=4, max_train=48, batch_size=16,
+                     lr="auto", lr_grid=(1e-4, 3e-3))  # max_train changed
+    with pytest.raises(ConfigError, match="differs in max_train"):
+        compare(base, ["ft"], [1, 2], out)
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "cb", "--method", "ft", "--lr", "fast", "--out", str(tmp_path / "x")])
+    assert "expected a number or 'auto'" in capsys.readouterr().err

@@ -322,10 +322,13 @@ STUDY = RunKind(
         "runs": "runs",
         "lp_protocols": "lp-protocols",
         "ntk": "ntk",
+        "pooling_mean": "pooling-mean",
+        "diagnostics": "diagnostics.csv",
     },
 )
 """A paper's study (``dynascope reproduce``): results.md is written last; the LP-FT study keeps its fine-tuning
-runs under ``runs/`` and ``lp-protocols/`` and its NTK runs under ``ntk/``."""
+runs under ``runs/``, ``lp-protocols/`` and ``pooling-mean/``, its NTK runs under ``ntk/``, and one row per run in
+``diagnostics.csv``."""
 
 COMPARISON = RunKind(
     "comparison",

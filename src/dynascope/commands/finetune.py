@@ -15,8 +15,15 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="registered task name or a task spec file (.yaml/.json)")
     p.add_argument("--model", help="default | mpnet-base | a local model folder | a hub id")
     p.add_argument("--config", help="YAML/JSON file with run settings; flags override it")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float, help="learning rate (default: the paper's for the task and method)")
+    p.add_argument("--epochs", type=int, help="epochs of the FT stage (raised to reach --steps)")
+    p.add_argument("--steps", type=int, help="minimum optimizer steps of the FT stage (epochs are raised to reach it)")
+    p.add_argument(
+        "--lr",
+        type=_lr,
+        help="learning rate, or 'auto': the best of --lr-grid by validation metric on the first seed "
+        "(default: the paper's for a task it reports, else auto)",
+    )
+    p.add_argument("--lr-grid", help="comma-separated learning rates searched by --lr auto (default per method)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the paper's)")
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--max-train", type=int, help="subsample the training split (stratified, seeded)")
@@ -45,7 +52,9 @@ def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -
         "task": args.task,
         "model": args.model,
         "epochs": args.epochs,
+        "steps": args.steps,
         "lr": args.lr,
+        "lr_grid": _floats(args.lr_grid, "--lr-grid") if args.lr_grid else None,
         "batch_size": args.batch_size,
         "eval_batch_size": args.eval_batch_size,
         "max_train": args.max_train,
@@ -161,6 +170,26 @@ def _methods(text: str) -> list[str]:
     if bad or not methods:
         raise ConfigError(f"unknown methods {bad or text!r}; choose from {', '.join(METHODS)}")
     return methods
+
+
+def _lr(text: str) -> float | str:
+    """``--lr``: a number or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', found {text!r}") from None
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from exc
+    if not values:
+        raise ConfigError(f"{flag} is empty")
+    return values
 
 
 def _ints(text: str, flag: str) -> list[int]:

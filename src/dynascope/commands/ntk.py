@@ -19,6 +19,7 @@ from typing import Any
 from dynascope.commands.common import add_common, load_config_file
 from dynascope.errors import ConfigError
 from dynascope.pipelines.ntk import SOLVERS, STATES, NTKConfig, format_table, run_ntk
+from dynascope.train.probe import PROTOCOLS, SCORINGS
 
 
 def config_from_mapping(data: dict[str, Any], where: str = "config") -> NTKConfig:
@@ -53,6 +54,11 @@ def _run(args: argparse.Namespace) -> int:
         "solvers": args.solvers,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    lp = dict(data.get("lp") or {})
+    lp_flags = (("protocol", args.lp_protocol), ("C", args.lp_c), ("scoring", args.lp_scoring))
+    lp.update({key: value for key, value in lp_flags if value is not None})
+    if lp:
+        data["lp"] = lp
     data.setdefault("task", None)
     config = config_from_mapping(data, args.config or "flags")
     stats = run_ntk(config, args.out, data_dir=args.data_dir, overwrite=args.overwrite)
@@ -79,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, help="default 128")
     p.add_argument("--memory-gb", type=float, help="budget for per-example Jacobian rows (default 4)")
     p.add_argument("--probes", type=int, help="Hutchinson / Hutch++ probes for trace estimates (0: none; default 16)")
+    p.add_argument("--lp-protocol", choices=PROTOCOLS, help="how LP fits the head of lp-* states (default cv)")
+    p.add_argument("--lp-c", type=float, help="inverse regularisation strength for --lp-protocol fixed")
+    p.add_argument("--lp-scoring", choices=SCORINGS, help="CV scoring for --lp-protocol cv (default accuracy)")
     p.add_argument("--solvers", help=f"comma list of kernel solvers ({', '.join(SOLVERS)}; default all)")
     add_common(p)
     p.set_defaults(func=_run)

@@ -10,14 +10,16 @@ import argparse
 
 from dynascope.commands.common import add_common
 from dynascope.commands.dynamics import register_reproduce as register_dynamics
-from dynascope.experiments.lpft import PRESETS, checks_markdown, reproduce
+from dynascope.experiments.lpft import PRESETS, reproduce, select_tasks
 from dynascope.runio import REPORT, STUDY
 
 
 def _lpft(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
-    checks = reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs)
-    print(checks_markdown(checks, preset), end="")
+    if args.tasks:
+        preset = select_tasks(preset, [t.strip() for t in args.tasks.split(",") if t.strip()])
+    reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs)
+    print(STUDY.load(args.out, "checks"), end="")
     report = REPORT.path(STUDY.path(args.out, "report"), "report")
     print(f"report: {report}; results: {STUDY.path(args.out, 'results')}")
     return 0
@@ -26,8 +28,14 @@ def _lpft(args: argparse.Namespace) -> int:
 def _register_lpft(studies: argparse._SubParsersAction) -> None:
     """``reproduce lpft``."""
     p = studies.add_parser("lpft", help="the LP-FT/NTK study: recipe grid, LP protocols, NTK, calibration, report")
-    p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="quick (2 CPU cores) or full")
-    p.add_argument("--model", default="default")
+    p.add_argument(
+        "--preset",
+        default="quick",
+        choices=tuple(PRESETS),
+        help="quick (2 CPU cores, ≤ 90 min), full (the paper's protocol) or base (full on mpnet-base; for a GPU)",
+    )
+    p.add_argument("--model", help="override the preset's model (quick/full: default; base: mpnet-base)")
+    p.add_argument("--tasks", help="comma-separated subset of the preset's tasks (e.g. cb, to run one end to end)")
     p.add_argument("--docs", default=None, help="also copy report, checks and tables into this folder")
     add_common(p, out=False)
     p.add_argument("--out", required=True, help="working directory of the study (runs are reused)")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dynascope.data.task import METRICS
+from dynascope.errors import ConfigError
 from dynascope.progress import say
 from dynascope.report.tables import Stat
 from dynascope.runio import COMPARISON, FINETUNE
-from dynascope.train.recipes import RunConfig, run
+from dynascope.train.recipes import AUTO_LR, RunConfig, choose_lr, run
 
 
 def run_dir_for(out: Path, method: str, seed: int) -> Path:
@@ -33,23 +34,52 @@ def compare(
     *,
     data_dir: str | Path | None = None,
     overwrite: bool = False,
+    lr_grids: Mapping[str, tuple[float, ...]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (method, seed) not yet finished, then summarise; returns the summary rows."""
+    """Run every (method, seed) not yet finished, then summarise; returns the summary rows.
+
+    A method whose learning rate is ``"auto"`` is searched once, on the first seed, under
+    ``out/lr-grid/<method>`` (finished grid points are reused) over ``lr_grids[method]`` when given, else
+    ``base.lr_grid`` or the method's default grid; every seed then trains with the chosen rate.
+    """
     out = Path(out)
     metrics = []
     for method in methods:
+        grid = (lr_grids or {}).get(method, base.lr_grid)
+        method_base = dataclasses.replace(base, method=method, lr_grid=grid)
+        first = dataclasses.replace(method_base, seed=seeds[0]).resolved()
+        choice = None
         for seed in seeds:
             where = run_dir_for(out, method, seed)
+            config = dataclasses.replace(method_base, seed=seed)
             if FINETUNE.is_finished(where) and not overwrite:
+                _check_reusable(where, config)
                 say(f"{where}: finished, reused")
                 metrics.append(FINETUNE.load(where, "metrics"))
                 continue
-            config = dataclasses.replace(base, method=method, seed=seed)
-            metrics.append(run(config, where, data_dir=data_dir, overwrite=overwrite))
+            if first.lr == AUTO_LR and choice is None:
+                grid_root = FINETUNE.path(out, "lr_grid") / method
+                choice = choose_lr(first, grid_root, data_dir=data_dir, overwrite=overwrite)
+                say(f"{method}: lr {choice.chosen:g} chosen by validation {choice.metric} ({choice.scores})")
+            metrics.append(run(config, where, data_dir=data_dir, overwrite=overwrite, lr_choice=choice))
     rows = summarize(metrics)
     COMPARISON.write(out, "summary_csv", to_csv(rows))
     COMPARISON.write(out, "summary", to_markdown(rows))
     return rows
+
+
+def _check_reusable(where: Path, wanted: RunConfig) -> None:
+    """Refuse to reuse a finished run whose config differs from ``wanted`` (an ``"auto"`` lr matches any chosen)."""
+    saved = RunConfig.from_dict(FINETUNE.load(where, "config"))
+    wanted = wanted.resolved()
+    if wanted.lr == AUTO_LR:
+        saved = dataclasses.replace(saved, lr=AUTO_LR)
+    if saved != wanted:
+        changed = sorted(k for k, v in wanted.to_dict().items() if saved.to_dict().get(k) != v)
+        raise ConfigError(
+            f"{where} holds a finished run of another config (differs in {', '.join(changed)}); "
+            "use another --out or --overwrite"
+        )
 
 
 def _columns(metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 from dynascope.errors import ConfigError
 from dynascope.progress import progress, say
 from dynascope.runio import NTK
+from dynascope.train.probe import ProbeSettings
 
 STATES = ("ft", "lp-ft", "lora", "lp-lora")
 SOLVERS = ("paper", "ridge", "logistic")
@@ -44,8 +45,11 @@ class NTKConfig:
     memory_gb: float = 4.0
     probes: int = 16
     solvers: tuple[str, ...] = SOLVERS
+    lp: ProbeSettings = field(default_factory=ProbeSettings)
 
     def __post_init__(self) -> None:
+        if isinstance(self.lp, dict):
+            object.__setattr__(self, "lp", ProbeSettings(**self.lp))
         if self.state not in STATES and not Path(self.state).is_dir():
             raise ConfigError(
                 f"--state must be one of {', '.join(STATES)} or a finished run directory; got {self.state!r}"
@@ -66,6 +70,7 @@ class NTKConfig:
         """JSON-ready form."""
         out = asdict(self)
         out["solvers"] = list(self.solvers)
+        out["lp"] = self.lp.to_dict()
         return out
 
 
@@ -94,7 +99,8 @@ def _build_state(config: NTKConfig, data_dir: str | None) -> tuple[Any, Any, Any
     if config.state.startswith("lp-"):
         train_enc = encode_split(task.train, tokenizer, config.max_length)
         _, phi = predict(clf, train_enc, desc="φ train (LP)")
-        probe = fit_linear_probe(phi, train_enc.labels, task.num_labels, seed=config.seed)
+        init = (clf.head.weight.detach().double().numpy(), clf.head.bias.detach().double().numpy())
+        probe = fit_linear_probe(phi, train_enc.labels, task.num_labels, config.lp, seed=config.seed, init=init)
         clf.set_head(torch.as_tensor(probe.weight), torch.as_tensor(probe.bias))
         info.update(lp_strength=probe.strength, lp_train_accuracy=probe.train_accuracy, lp_n_train=len(train_enc))
     if config.state.endswith("lora"):

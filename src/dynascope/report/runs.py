@@ -229,7 +229,8 @@ def discover_runs(paths: Iterable[str | Path]) -> Discovered:
             found.ntk.append(NtkRun.load(path))
             return True
         hit = False
-        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        skip = FINETUNE.files["lr_grid"]  # learning-rate selection runs are evidence for a choice, not results
+        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != skip):
             hit = visit(child) or hit
         return hit
 

@@ -206,13 +206,22 @@ def accuracy_tables(runs: Sequence[FinetuneRun]) -> list[Table]:
             for m in ("mcc", "macro_f1", "f1")
             if any(_split_metric(r.metrics, "test", m) is not None for r in task_runs)
         ]
-        columns = ["method", "seeds"] + [f"{s} acc (%)" for s in splits] + [f"test {m} (%)" for m in extras]
-        table = Table(f"accuracy_{_slug(task)}", f"Accuracy on {task} (mean ± std over seeds)", columns)
-        table.formats = {c: pct for c in columns[2:]}
+        columns = ["method", "seeds", "learned"] + [f"{s} acc (%)" for s in splits]
+        columns += [f"test {m} (%)" for m in extras]
+        table = Table(
+            f"accuracy_{_slug(task)}",
+            f"Accuracy on {task} (mean ± std over seeds)",
+            columns,
+            note="learned: seeds whose validation accuracy beat the majority-class baseline by the run's recorded "
+            "margin (– for runs that predate the flag).",
+        )
+        table.formats = {c: pct for c in columns[3:]}
         for (t, method), rs in groups.items():
             if t != task:
                 continue
-            row: list[Cell] = [method, str(len(rs))]
+            flags = [r.metrics.get("learned") for r in rs]
+            learned = "–" if None in flags else f"{sum(flags)}/{len(flags)}"
+            row: list[Cell] = [method, str(len(rs)), learned]
             row += [Stat.of(_split_metric(r.metrics, s, "accuracy") for r in rs) for s in splits]
             row += [Stat.of(_split_metric(r.metrics, "test", m) for r in rs) for m in extras]
             table.rows.append(row)

@@ -123,8 +123,8 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """The config with ``batch_size`` and ``lr`` filled in where left unset (``lr`` may resolve to ``"auto"``)."""
-        if self.method == "lp":
-            return self
+        if self.method == "lp":  # no FT stage: nothing to search or set
+            return dataclasses.replace(self, lr=None, lr_grid=None, batch_size=None, steps=None)
         paper = PAPER_HPARAMS.get(self.task)
         bs, lr = paper[self.method] if paper else (DEFAULT_BATCH_SIZES[self.method], AUTO_LR)
         return dataclasses.replace(
