@@ -25,6 +25,7 @@ def write_finetune_run(
     ood: Sequence[str] = ("shifted",),
     epochs: int = 3,
     pieces: Sequence[str] = ("logits", "features", "head"),
+    learned: bool | None = None,
 ) -> Path:
     """A fine-tuning run directory from random arrays; ``pieces`` picks the optional files to write."""
     rng = np.random.default_rng(zlib.crc32(f"{task}/{method}/{seed}".encode()))
@@ -69,6 +70,7 @@ def write_finetune_run(
             "history": [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "head_norm": v} for i, v in enumerate(per_epoch)],
             "best_epoch": epochs if per_epoch else None,
             "seconds": 1.0,
+            **({} if learned is None else {"learned": learned}),
         },
     )
     if "logits" in pieces:

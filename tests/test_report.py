@@ -213,3 +213,17 @@ def test_ntk_tables_list_kernels_and_run_level_values(tmp_path: Path, ntk_run_fa
     runs = ntk_run_table(found.ntk)
     assert runs.columns == ["task", "state", "ft_ratio", "trace.exact_ft"]
     assert runs.display_rows() == [["toy", "ft", "0.2", "3"]]
+
+
+def test_accuracy_tables_count_the_seeds_that_learned_and_skip_lr_grid_points(tmp_path, finetune_run_factory) -> None:
+    from dynascope.report.runs import discover_runs
+    from dynascope.report.tables import accuracy_tables
+
+    finetune_run_factory(tmp_path / "ft" / "seed1", method="ft", seed=1, learned=True)
+    finetune_run_factory(tmp_path / "ft" / "seed2", method="ft", seed=2, learned=False)
+    finetune_run_factory(tmp_path / "lr-grid" / "ft" / "lr-0.001", method="ft", seed=1, learned=True)
+    found = discover_runs([tmp_path])
+    assert len(found.finetune) == 2, "learning-rate grid points are selection evidence, not results"
+    (table,) = accuracy_tables(found.finetune)
+    assert table.columns[:3] == ["method", "seeds", "learned"]
+    assert table.display_rows()[0][:3] == ["ft", "2", "1/2"]

@@ -121,20 +121,6 @@ def environment(seed: int | None = None) -> dict[str, Any]:
     return info
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool, marker: str) -> Path:
-    """Create ``out`` for a run; refuse if it already holds a finished run (``marker`` present).
-
-    An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed.
-    """
-    out = Path(out)
-    if (out / marker).exists() and not overwrite:
-        raise RunExistsError(
-            f"{out} already holds a finished run ({marker} exists); pass --overwrite to replace it"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def write_torch(path: str | Path, obj: Any) -> Path:
     """``torch.save`` atomically (checkpoints)."""
     import torch
@@ -192,9 +178,18 @@ class RunKind:
         return self.path(run_dir, role).exists()
 
     def prepare(self, out: str | Path, overwrite: bool = False) -> Path:
-        """Create ``out`` for a run of this kind; refuse a finished one unless ``overwrite`` (see
-        :func:`prepare_run_dir`)."""
-        return prepare_run_dir(out, overwrite=overwrite, marker=self.files[self.marker])
+        """Create ``out`` for a run of this kind; refuse a finished one (its marker present) unless ``overwrite``.
+
+        An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed.
+        """
+        out = Path(out)
+        marker = self.files[self.marker]
+        if (out / marker).exists() and not overwrite:
+            raise RunExistsError(
+                f"{out} already holds a finished run ({marker} exists); pass --overwrite to replace it"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        return out
 
     def write(self, run_dir: str | Path, role: str, obj: Any, metadata: dict[str, str] | None = None) -> Path:
         """Write ``obj`` as the file of ``role`` atomically, in the format its suffix names."""
