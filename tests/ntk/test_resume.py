@@ -212,3 +212,17 @@ def test_ntk_config_file_gives_the_same_run_as_flags(tmp_path: Path, capsys: pyt
     (tmp_path / "bad.json").write_text(json.dumps({**settings, "n_trian": 8}), encoding="utf-8")
     assert main(["ntk", "--config", str(tmp_path / "bad.json"), "--quiet", "--out", str(tmp_path / "bad")]) != 0
     assert "unknown NTK settings ['n_trian']" in capsys.readouterr().err
+
+
+def test_ntk_lp_protocol_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dynascope.cli import main
+    from dynascope.commands import ntk as command
+
+    seen = []
+    monkeypatch.setattr(command, "run_ntk", lambda config, *a, **k: seen.append(config) or {})
+    monkeypatch.setattr(command, "format_table", lambda stats: "")
+    argv = ["ntk", "--task", "cb", "--state", "lp-ft", "--lp-protocol", "fixed", "--lp-c", "0.5"]
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert (seen[0].lp.protocol, seen[0].lp.C) == ("fixed", 0.5)
+    assert seen[0].to_dict()["lp"]["protocol"] == "fixed"
