@@ -147,11 +147,8 @@ def _cmd_scale_head(args: argparse.Namespace) -> int:
 
     methods = _methods(args.methods)
     seeds = _ints(args.seeds, "--seeds")
-    try:
-        norms = [float(s) for s in args.norms.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--norms must be comma-separated numbers, got {args.norms!r}") from exc
-    if not norms or min(norms) <= 0:
+    norms = _floats(args.norms, "--norms")
+    if min(norms) <= 0:
         raise ConfigError(f"--norms must be positive numbers, got {args.norms!r}")
     if "lp" in methods:
         raise ConfigError("scale-head rescales the head before an FT stage; 'lp' has none")
@@ -182,24 +179,24 @@ def _lr(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', found {text!r}") from None
 
 
-def _floats(text: str, flag: str) -> list[float]:
+def _numbers(text: str, flag: str, kind: type[int] | type[float]) -> list:
+    """A comma-separated list of ``kind`` values (ints or floats) from ``flag``; empty or malformed is an error."""
+    what = "integers" if kind is int else "numbers"
     try:
-        values = [float(s) for s in text.split(",") if s.strip()]
+        values = [kind(s) for s in text.split(",") if s.strip()]
     except ValueError as exc:
-        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from exc
+        raise ConfigError(f"{flag} must be comma-separated {what}, got {text!r}") from exc
     if not values:
         raise ConfigError(f"{flag} is empty")
     return values
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    return _numbers(text, flag, float)
 
 
 def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from exc
-    if not values:
-        raise ConfigError(f"{flag} is empty")
-    return values
+    return _numbers(text, flag, int)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
