@@ -39,12 +39,17 @@ def test_selection_uses_mcc_when_the_task_reports_it_and_ties_keep_the_smaller_l
 
 
 def test_bad_grids_and_lrs_are_named() -> None:
-    with pytest.raises(ConfigError, match=r"expected positive learning rates, found \[-1\.0\]"):
+    with pytest.raises(ConfigError, match=r"expected positive finite learning rates, found \[-1\.0\]"):
         RunConfig(task="cb", method="ft", lr_grid=(1e-5, -1.0))
     with pytest.raises(ConfigError, match="'fast'"):
         RunConfig(task="cb", method="ft", lr="fast")
-    with pytest.raises(ConfigError, match="steps must be at least 1"):
+    with pytest.raises(ConfigError, match="steps: expected an integer >= 1, found 0"):
         RunConfig(task="cb", method="ft", steps=0)
+    for field, value in (("lr", math.inf), ("lr", -1.0), ("head_norm", math.nan), ("batch_size", 0), ("seed", -1)):
+        with pytest.raises(ConfigError, match=f"^{field}: expected"):
+            RunConfig(task="cb", method="ft", **{field: value})
+    with pytest.raises(ConfigError, match="seed: expected an integer in"):
+        RunConfig(task="cb", method="lp", seed=2**64)
 
 
 def test_tasks_without_paper_settings_search_instead_of_borrowing_rte() -> None:

@@ -75,3 +75,31 @@ def test_check_flat() -> None:
         check_flat(torch.ones(2, 3), "x0")
     with pytest.raises(DataError, match=r"with n >= 1, found shape \(0,\)"):
         check_flat(torch.ones(0))
+
+
+def test_check_number_wants_finite_values_in_range() -> None:
+    import math
+
+    from dynascope.validation import check_number
+
+    assert check_number(3, "x", minimum=0) == 3.0
+    for bad in (math.inf, math.nan, "1", True, None):
+        with pytest.raises(ConfigError, match=r"^x: expected a finite number"):
+            check_number(bad, "x")
+    with pytest.raises(ConfigError, match=r"x: expected a finite number in \(0, inf\), found 0"):
+        check_number(0, "x", minimum=0, exclusive_minimum=True)
+    with pytest.raises(ConfigError, match=r"in \[0, 1\), found 1"):
+        check_number(1, "x", minimum=0, maximum=1, exclusive_maximum=True)
+
+
+def test_looped_configs_refuse_non_finite_settings() -> None:
+    import math
+
+    from dynascope.dynamics.models import ModelConfig
+    from dynascope.dynamics.train import TrainConfig
+
+    for field, value in (("lr", math.inf), ("reg_weight", math.nan), ("ema_beta", 1.0), ("grad_clip", 0.0)):
+        with pytest.raises(ConfigError, match=f"^{field}: expected"):
+            TrainConfig(**{field: value})
+    with pytest.raises(ConfigError, match=r"^eta: expected"):
+        ModelConfig(eta=math.inf)

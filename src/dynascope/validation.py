@@ -74,3 +74,36 @@ def check_flat(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     if x.ndim != 1 or x.numel() == 0:
         raise DataError(f"expected a flat state of shape (n,) with n >= 1, found shape {tuple(x.shape)}", field=name)
     return x.detach()
+
+
+MAX_SEED = 2**32 - 1
+"""Seeds are drawn into numpy and scikit-learn generators, which take [0, 2³² − 1]."""
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> float:
+    """``value`` as a finite ``float`` (a Python or numpy number, not bool) within the given bounds."""
+    is_number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+    low = "" if minimum is None else ("(" if exclusive_minimum else "[") + f"{minimum:g}"
+    high = "" if maximum is None else f"{maximum:g}" + (")" if exclusive_maximum else "]")
+    wanted = "a finite number" + (f" in {low or '(-inf'}, {high or 'inf)'}" if low or high else "")
+    if not is_number or not np.isfinite(value):
+        raise ConfigError(f"{name}: expected {wanted}, found {value!r}")
+    x = float(value)
+    too_low = minimum is not None and (x <= minimum if exclusive_minimum else x < minimum)
+    too_high = maximum is not None and (x >= maximum if exclusive_maximum else x > maximum)
+    if too_low or too_high:
+        raise ConfigError(f"{name}: expected {wanted}, found {value!r}")
+    return x
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as a seed: an integer in [0, 2³² − 1]."""
+    return check_int(value, name, minimum=0, maximum=MAX_SEED)

@@ -34,6 +34,7 @@ from dynascope.dynamics.layers import (
     tangent_project,
 )
 from dynascope.errors import ConfigError
+from dynascope.validation import check_number
 
 MODEL_KINDS = ("itrsa", "akorn", "sym_single", "sym_multi")
 CELLS = 81
@@ -88,10 +89,9 @@ class ModelConfig:
             raise ConfigError(f"sym_single is single-head: heads must be 1, got {self.heads}")
         if self.model.startswith("sym") and self.orthogonal_vo:
             raise ConfigError("orthogonal_vo applies to the free MSA only, not to the symmetric models")
-        if not self.eta > 0:
-            raise ConfigError(f"eta must be > 0, got {self.eta}")
-        if not self.eps > 0:
-            raise ConfigError(f"eps must be > 0, got {self.eps}")
+        check_number(self.eta, "eta", minimum=0.0, exclusive_minimum=True)
+        check_number(self.eps, "eps", minimum=0.0, exclusive_minimum=True)
+        check_number(self.init_omg, "init_omg")
         if self.readout_size < 0:
             raise ConfigError(f"readout_size must be >= 0, got {self.readout_size}")
 

@@ -32,6 +32,7 @@ from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
 from dynascope.errors import ConfigError, DataError
 from dynascope.hooks import Log, Progress, no_log, silent
 from dynascope.runio import LOOPED
+from dynascope.validation import check_number, check_seed
 
 
 class Boards(Protocol):
@@ -73,18 +74,15 @@ class TrainConfig:
         for name in ("n_train", "n_eval", "ema_start", "seed"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        check_seed(self.seed)
         if not self.eval_steps or min(self.eval_steps) < 1:
             raise ConfigError(f"eval_steps must be positive loop counts, got {self.eval_steps!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.ema_beta < 1.0:
-            raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
-        if not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
+        check_number(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
+        check_number(self.ema_beta, "ema_beta", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        check_number(self.grad_clip, "grad_clip", minimum=0.0, exclusive_minimum=True)
         if self.regularizer not in REGULARIZERS:
             raise ConfigError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
-        if self.reg_weight < 0:
-            raise ConfigError(f"reg_weight must be >= 0, got {self.reg_weight}")
+        check_number(self.reg_weight, "reg_weight", minimum=0.0)
         if self.regularizer in ("e_single", "e_multi") and self.model.model not in ("itrsa", "akorn"):
             raise ConfigError(f"{self.regularizer} needs model itrsa or akorn, got {self.model.model!r}")
         if self.regularizer == "e_single" and self.model.heads != 1:

@@ -54,9 +54,9 @@ def check_grid(grid: Sequence[float], where: str = "lr grid") -> tuple[float, ..
     values = tuple(sorted({float(v) for v in grid}))
     if not values:
         raise ConfigError(f"{where}: expected at least one learning rate, found none")
-    bad = [v for v in values if not v > 0]
+    bad = [v for v in values if not (v > 0 and math.isfinite(v))]
     if bad:
-        raise ConfigError(f"{where}: expected positive learning rates, found {bad}")
+        raise ConfigError(f"{where}: expected positive finite learning rates, found {bad}")
     return values
 
 

@@ -39,6 +39,7 @@ from dynascope.train.evaluate import classification_metrics, predict
 from dynascope.train.finetune import FinetuneSettings, finetune
 from dynascope.train.lr_search import DEFAULT_LR_GRIDS, LrChoice, check_grid, lr_key, select_lr
 from dynascope.train.probe import ProbeSettings, fit_linear_probe
+from dynascope.validation import check_int, check_number, check_seed
 
 METHODS = ("lp", "ft", "lp-ft", "lora", "lp-lora")
 
@@ -104,22 +105,23 @@ class RunConfig:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
-        for name in ("max_train", "max_eval"):
-            value = getattr(self, name)
-            if value is not None and value < 2:
-                raise ConfigError(f"{name} must be at least 2 when given, got {value}")
-        if self.epochs < 1 or self.max_length < 8 or self.eval_batch_size < 1:
-            raise ConfigError(f"epochs >= 1, max_length >= 8 and eval_batch_size >= 1 required; got {self}")
-        if self.head_norm is not None and not self.head_norm > 0:
-            raise ConfigError(f"head_norm must be positive, got {self.head_norm}")
+        check_seed(self.seed)
+        for name, minimum in (("max_train", 2), ("max_eval", 2), ("steps", 1), ("batch_size", 1)):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, minimum=minimum)
+        check_int(self.epochs, "epochs")
+        check_int(self.max_length, "max_length", minimum=8)
+        check_int(self.eval_batch_size, "eval_batch_size")
+        check_number(self.head_init_std, "head_init_std", minimum=0.0)
+        check_number(self.head_dropout, "head_dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        if self.head_norm is not None:
+            check_number(self.head_norm, "head_norm", minimum=0.0, exclusive_minimum=True)
         if isinstance(self.lr, str) and self.lr != AUTO_LR:
-            raise ConfigError(f"lr must be a positive number or {AUTO_LR!r}, got {self.lr!r}")
-        if isinstance(self.lr, int | float) and not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr: expected a positive number or {AUTO_LR!r}, found {self.lr!r}")
+        if self.lr is not None and not isinstance(self.lr, str):
+            check_number(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
         if self.lr_grid is not None:
             object.__setattr__(self, "lr_grid", check_grid(self.lr_grid, "lr_grid"))
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be at least 1 when given, got {self.steps}")
 
     def resolved(self) -> RunConfig:
         """The config with ``batch_size`` and ``lr`` filled in where left unset (``lr`` may resolve to ``"auto"``)."""
