@@ -22,6 +22,7 @@ def test_every_kind_names_its_marker_and_refuses_a_finished_run(kind: runio.RunK
     with pytest.raises(RunExistsError, match=marker.name):
         kind.prepare(out)
     assert kind.prepare(out, overwrite=True) == out
+    assert not kind.is_finished(out), "a replacement run that is killed must not look finished"
 
 
 def test_write_and_load_round_trip_each_format(tmp_path) -> None:

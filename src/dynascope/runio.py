@@ -180,15 +180,18 @@ class RunKind:
     def prepare(self, out: str | Path, overwrite: bool = False) -> Path:
         """Create ``out`` for a run of this kind; refuse a finished one (its marker present) unless ``overwrite``.
 
-        An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed.
+        An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed. With
+        ``overwrite`` the old marker is removed first, so a replacement run that is killed never looks finished.
         """
         out = Path(out)
-        marker = self.files[self.marker]
-        if (out / marker).exists() and not overwrite:
+        marker = out / self.files[self.marker]
+        if marker.exists() and not overwrite:
             raise RunExistsError(
-                f"{out} already holds a finished run ({marker} exists); pass --overwrite to replace it"
+                f"{out} already holds a finished run ({marker.name} exists); pass --overwrite to replace it"
             )
         out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            marker.unlink(missing_ok=True)
         return out
 
     def write(self, run_dir: str | Path, role: str, obj: Any, metadata: dict[str, str] | None = None) -> Path:
