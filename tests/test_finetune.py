@@ -112,3 +112,22 @@ def test_settings_validation() -> None:
         FinetuneSettings(epochs=0)
     with pytest.raises(ConfigError, match="lr"):
         FinetuneSettings(lr=0.0)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path) -> None:
+    from dynascope.errors import TrainingError
+
+    train, val = toy_data(32, 0), toy_data(8, 1)
+    calls = {"n": 0}
+
+    def poison(epoch: int, row: dict) -> None:  # after epoch 1's checkpoint, break the head
+        calls["n"] += 1
+        with torch.no_grad():
+            clf.head.weight.fill_(float("nan"))
+
+    clf = tiny_classifier()
+    with pytest.raises(TrainingError, match=r"epoch 2: the training loss is nan; .*after epoch 1 is kept"):
+        finetune(clf, train, val, SETTINGS, seed=5, checkpoint_dir=tmp_path, on_epoch_end=poison)
+    assert calls["n"] == 1 and (tmp_path / CHECKPOINT).exists()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert len(state["result"]["history"]) == 1 and torch.isfinite(state["params"]["head.weight"]).all()

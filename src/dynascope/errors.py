@@ -44,3 +44,7 @@ class RunExistsError(DynascopeError, FileExistsError):
 
 class NotFittedError(ConfigError):
     """An estimator was used before ``fit`` (as scikit-learn's NotFittedError)."""
+
+
+class TrainingError(DynascopeError, RuntimeError):
+    """Training broke (a non-finite loss or parameter); the last good checkpoint is kept."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dynascope.data.encode import Encoded, batch_order, collate
-from dynascope.errors import ConfigError
+from dynascope.errors import ConfigError, TrainingError
 from dynascope.progress import progress, say
 from dynascope.runio import write_torch
 from dynascope.train.evaluate import classification_metrics, predict
@@ -72,6 +72,16 @@ def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
 
 def _snapshot(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in params.items()}
+
+
+def _diverged(what: str, epoch: int, ckpt_path: Path | None) -> None:
+    """Stop a run that went non-finite, saying what is kept (the checkpoint of the last finished epoch)."""
+    kept = (
+        f"the checkpoint after epoch {epoch - 1} is kept in {ckpt_path}"
+        if ckpt_path is not None and ckpt_path.exists()
+        else "nothing was checkpointed yet"
+    )
+    raise TrainingError(f"epoch {epoch}: {what}; training stopped ({kept}); try a smaller --lr")
 
 
 def finetune(
@@ -134,6 +144,8 @@ def finetune(
             batch = collate(train, idx)
             labels = torch.as_tensor(train.labels[idx])
             loss = nn.functional.cross_entropy(clf(**batch), labels)
+            if not torch.isfinite(loss):
+                _diverged(f"the training loss is {float(loss)}", epoch, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm)
@@ -145,6 +157,9 @@ def finetune(
         metrics = classification_metrics(logits, val.labels, tuple(m for m in val_metrics if m != "accuracy"))
         score = metrics[settings.select_metric]
         norm = float(torch.linalg.vector_norm(clf.head.weight.detach().double()))
+        broken = [name for name, p in params.items() if not torch.isfinite(p).all()]
+        if broken:
+            _diverged(f"{len(broken)} parameter tensors are not finite (first: {broken[0]})", epoch, ckpt_path)
         row = {
             "epoch": epoch,
             "train_loss": sum(losses) / len(train),
