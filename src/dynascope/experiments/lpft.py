@@ -6,7 +6,8 @@ Steps (each reuses finished work whose config matches, so an interrupted reprodu
    (``runs/<task>/lr-grid/``; the chosen point is adopted as that seed's run);
 2. the LP-protocol study on the first task: LP-FT after LP by cross-validation with accuracy scoring (the paper),
    with log-loss scoring, with C = 1 and by unregularised gradient descent (``lp-protocols/<name>``); and the
-   pooling variant: LP and LP-FT with mean pooling (``pooling-mean/``; the grid pins the paper's first token);
+   pooling variant: LP and LP-FT with mean pooling at the learning rates chosen for first-token pooling
+   (``pooling-mean/``; the grid pins the paper's first token);
 3. NTK statistics at the start of FT and LP-FT on every task over seeds, and of LoRA / LP-LoRA on the first
    (``ntk/<task>/<state>/seed<s>``);
 4. temperature scaling (``calibration.json`` in every run) and feature metrics;
@@ -211,17 +212,19 @@ def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) 
 
 
 def run_pooling_variant(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, list[Path]]:
-    """Step 2b: ``pooling_variant`` recipes with mean pooling on every task, learning rates chosen afresh."""
+    """Step 2b: ``pooling_variant`` recipes with mean pooling on every task, each at the learning rate step 1 chose
+    for the same recipe with first-token pooling (step 1 must have run)."""
     from dynascope.experiments.compare import compare, run_dir_for
 
     dirs: dict[str, list[Path]] = {}
     for plan in preset.tasks:
-        if not preset.pooling_variant:
-            break
         where = STUDY.path(out, "pooling_mean") / plan.task
-        base = preset.run_config(plan, preset.pooling_variant[0], model, pooling="mean")
         seeds = plan.seeds[: preset.pooling_seeds]
-        compare(base, preset.pooling_variant, seeds, where, data_dir=data_dir, lr_grids=preset.lr_grids)
+        for method in preset.pooling_variant:
+            chosen = FINETUNE.load(run_dir_for(STUDY.path(out, "runs") / plan.task, method, plan.seeds[0]), "config")
+            config = preset.run_config(plan, method, model, pooling="mean")
+            config = dataclasses.replace(config, lr=chosen["lr"], lr_grid=None)
+            compare(config, [method], seeds, where, data_dir=data_dir)
         dirs[plan.task] = [run_dir_for(where, m, s) for m in preset.pooling_variant for s in seeds]
     return dirs
 
@@ -598,7 +601,10 @@ def _sizes(preset: Preset) -> str:
         "- learning rates: chosen per (task, recipe) on the first seed's validation split from "
         + (grids or "the default grids")
     )
-    lines.append("- pooling: the paper's first token (`cls`); the mean-pooling variant is reported separately")
+    lines.append(
+        "- pooling: the paper's first token (`cls`); the mean-pooling variant (LP and LP-FT on the first "
+        f"{preset.pooling_seeds} seed(s), at the learning rates chosen for `cls`) is reported separately"
+    )
     lines.append(
         f"- NTK: {preset.ntk_n_train} train × {preset.ntk_n_eval} test examples; states ft and lp-ft on every task "
         "over "
