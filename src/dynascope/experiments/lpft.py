@@ -712,6 +712,9 @@ def reproduce(
 def publish(out: Path, docs: Path, tables: Sequence[str]) -> None:
     """Copy the report, results, checks and tables into ``docs`` (the committed copy)."""
     REPORT.path(docs, "tables").mkdir(parents=True, exist_ok=True)
+    for stale in REPORT.path(docs, "tables").glob("*.md"):  # tables of an earlier, larger study
+        if stale.stem not in tables:
+            stale.unlink()
     for role in ("results", "checks", "checks_json", "diagnostics"):
         shutil.copyfile(STUDY.path(out, role), STUDY.path(docs, role))
     report_dir = STUDY.path(out, "report")
