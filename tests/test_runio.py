@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynascope import runio
-from dynascope.errors import DataError, RunExistsError
+from dynascope.errors import ConfigError, DataError, RunExistsError
 
 KINDS = [runio.FINETUNE, runio.NTK, runio.LOOPED, runio.SUDOKU, runio.STUDY, runio.COMPARISON, runio.REPORT]
 
@@ -55,5 +55,52 @@ def test_missing_unknown_and_corrupt_files_are_named(tmp_path) -> None:
 
 
 def test_a_kind_must_list_its_marker() -> None:
-    with pytest.raises(ValueError, match="marker role 'done'"):
+    with pytest.raises(ValueError, match="roles \\['done'\\] are not among"):
         runio.RunKind("broken", marker="done", files={"config": runio.CONFIG_FILE})
+
+
+def test_out_problems_are_one_line_config_errors(tmp_path) -> None:
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        runio.FINETUNE.prepare(a_file)
+    with pytest.raises(ConfigError, match="a parent of it is a file"):
+        runio.NTK.prepare(a_file / "run")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not runio.os.access(locked, runio.os.W_OK):  # root can write anywhere
+        with pytest.raises(ConfigError, match=r"cannot create output directory|not writable"):
+            runio.LOOPED.prepare(locked / "run")
+
+
+def test_prepare_removes_temporary_files_of_a_killed_write(tmp_path) -> None:
+    out = runio.FINETUNE.prepare(tmp_path / "run")
+    stale = [out / ".features.npz.abc123.tmp", out / "checkpoint" / ".checkpoint.pt.x1.tmp"]
+    stale[1].parent.mkdir()
+    for path in stale:
+        path.write_bytes(b"half")
+    keep = out / "checkpoint" / "checkpoint.pt"
+    keep.write_bytes(b"whole")
+    runio.FINETUNE.prepare(out)
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def test_overwrite_removes_the_old_config_and_resumable_state(tmp_path) -> None:
+    kind = runio.NTK
+    out = kind.prepare(tmp_path / "run")
+    kind.write_record(out, {"n": 1}, seed=0)
+    (kind.path(out, "blocks") / "tile").parent.mkdir()
+    (kind.path(out, "blocks") / "tile").write_bytes(b"x")
+    kind.prepare(out, overwrite=True)
+    assert not kind.has(out, "config") and not kind.has(out, "blocks")
+
+
+def test_a_resume_under_another_config_is_refused_naming_the_fields(tmp_path) -> None:
+    kind = runio.FINETUNE
+    out = kind.prepare(tmp_path / "run")
+    config = {"task": "cb", "max_train": 16, "lp": {"c": 1.0}}
+    kind.write_record(out, config, seed=0)
+    kind.write_record(out, dict(config), seed=0)  # the same config resumes
+    with pytest.raises(ConfigError, match=r"max_train: 16 -> 64; lp\.c: 1\.0 -> 2\.0.*--overwrite"):
+        kind.write_record(out, {**config, "max_train": 64, "lp": {"c": 2.0}}, seed=0)
+    runio.REPORT.write_record(out, {"other": True}, seed=0)  # a kind with nothing to resume just rewrites

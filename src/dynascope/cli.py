@@ -2,13 +2,16 @@
 
 Each command group lives in ``dynascope.commands.<group>`` and exposes ``register(subparsers)``;
 a registered sub-parser sets ``func`` to a callable taking the parsed namespace and returning an
-exit code. Errors raised on purpose (``DynascopeError``) are printed without a traceback.
+exit code. Errors raised on purpose (``DynascopeError``) and operating-system errors (a full disk, a denied
+permission) are printed as one line without a traceback; anything else is a bug, reported as one "internal error"
+line that asks for a report (``DYNASCOPE_DEBUG=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,9 +22,16 @@ from dynascope.progress import set_quiet
 COMMAND_GROUPS = ("finetune", "ntk", "analysis", "sudoku", "dynamics", "reproduce")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command group that is installed."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dynascope",
         description="Fine-tuning dynamics (LP-FT through the NTK) and inference dynamics of looped self-attention.",
     )
@@ -55,6 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dynascope: interrupted; finished checkpoints are kept and a rerun resumes", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"dynascope: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get("DYNASCOPE_DEBUG") == "1":
+            raise
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(
+            f"dynascope: internal error: {type(exc).__name__}: {first} -- this is a bug in dynascope; please "
+            "report it with the command line (DYNASCOPE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

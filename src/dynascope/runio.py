@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dynascope.errors import DataError, RunExistsError
+from dynascope.errors import ConfigError, DataError, RunExistsError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -142,6 +143,43 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def ensure_dir(path: str | Path) -> Path:
+    """Create the output directory ``path`` (and its parents) or raise a one-line ``ConfigError`` saying why not:
+    it is a file, a parent is a file, or the place is not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output {path} exists and is not a directory; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"cannot create output directory {path}: a parent of it is a file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {path} is not writable")
+    return path
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete the temporary siblings (``.<name>.<random>.tmp``) that a killed atomic write left under ``root``."""
+    stale = [p for p in Path(root).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ, with both values (for a resume that refuses)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old != new:
+        return [f"{prefix[:-1] or 'config'}: {old!r} -> {new!r}"]
+    return []
+
+
 _TEXT_SUFFIXES = (".md", ".csv", ".html", ".txt")
 
 
@@ -157,10 +195,14 @@ class RunKind:
     name: str
     marker: str
     files: Mapping[str, str] = field(default_factory=dict)
+    resumable: tuple[str, ...] = ()
+    """Roles holding resumable state (checkpoints, finished tiles): kept across a rerun with the same config,
+    removed by ``--overwrite``. A kind with resumable state refuses to resume under a different config."""
 
     def __post_init__(self) -> None:
-        if self.marker not in self.files:
-            raise ValueError(f"{self.name}: marker role {self.marker!r} is not among its files {sorted(self.files)}")
+        unknown = [r for r in (self.marker, *self.resumable) if r not in self.files]
+        if unknown:
+            raise ValueError(f"{self.name}: roles {unknown} are not among its files {sorted(self.files)}")
 
     def path(self, run_dir: str | Path, role: str) -> Path:
         """The path of ``role`` inside ``run_dir``."""
@@ -180,18 +222,25 @@ class RunKind:
     def prepare(self, out: str | Path, overwrite: bool = False) -> Path:
         """Create ``out`` for a run of this kind; refuse a finished one (its marker present) unless ``overwrite``.
 
-        An unfinished directory (no marker) is reused so that checkpoints inside it can be resumed. With
-        ``overwrite`` the old marker is removed first, so a replacement run that is killed never looks finished.
+        An unfinished directory (no marker) is reused so that its resumable state can be resumed; temporary files
+        of a killed write are removed. With ``overwrite`` the old marker goes first (a replacement run that is
+        killed never looks finished), then the old config and resumable state (the run starts again).
         """
-        out = Path(out)
+        out = ensure_dir(out)
         marker = out / self.files[self.marker]
         if marker.exists() and not overwrite:
             raise RunExistsError(
                 f"{out} already holds a finished run ({marker.name} exists); pass --overwrite to replace it"
             )
-        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)
         if overwrite:
             marker.unlink(missing_ok=True)
+            for role in ("config", *self.resumable) if "config" in self.files else self.resumable:
+                path = self.path(out, role)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         return out
 
     def write(self, run_dir: str | Path, role: str, obj: Any, metadata: dict[str, str] | None = None) -> Path:
@@ -213,7 +262,21 @@ class RunKind:
         raise ValueError(f"{self.name}: role {role!r} ({path.name}) is not a file this module writes")
 
     def write_record(self, run_dir: str | Path, config: Mapping[str, Any], seed: int | None) -> None:
-        """Write ``config.json`` and ``env.json``: what was asked, and on what software."""
+        """Write ``config.json`` and ``env.json``: what was asked, and on what software.
+
+        For a kind with resumable state, an existing ``config.json`` is the resume fingerprint: a different
+        config is a ``ConfigError`` naming the fields that differ (the old state is never resumed silently).
+        """
+        if self.resumable and self.has(run_dir, "config"):
+            wanted = json.loads(json.dumps(_jsonable(config)))
+            found = self.load(run_dir, "config")
+            changed = _differences(found, wanted)
+            if changed:
+                more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+                raise ConfigError(
+                    f"{run_dir} holds an unfinished {self.name} run of another config ({'; '.join(changed[:6])}"
+                    f"{more}); rerun with its arguments to resume it, or pass --overwrite to start again"
+                )
         self.write(run_dir, "config", config)
         self.write(run_dir, "env", environment(seed))
 
@@ -267,6 +330,7 @@ FINETUNE = RunKind(
         "feature_metrics": "features.json",
         "lr_grid": "lr-grid",
     },
+    resumable=("checkpoint",),
 )
 """A fine-tuning run (``dynascope train``): metrics.json is written last; ``checkpoint/`` holds the resumable
 training state until then."""
@@ -281,6 +345,7 @@ NTK = RunKind(
         "spectra": "spectra.npz",
         "blocks": "blocks",
     },
+    resumable=("blocks",),
 )
 """An NTK run (``dynascope ntk``): stats.json is written last; ``blocks/`` holds resumable block kernels."""
 
@@ -295,6 +360,7 @@ LOOPED = RunKind(
         "analysis": "analysis.json",
         "figures": "figures",
     },
+    resumable=("checkpoint",),
 )
 """A looped-attention model trained on Sudoku (``dynascope dynamics train``), and its analysis."""
 

@@ -175,3 +175,16 @@ def test_checks_compare_cell_accuracy_only_when_no_board_is_solved() -> None:
 
     assert check_metric([row(0.0, 0.2), row(0.0, 0.3)]) == "cell_accuracy"
     assert check_metric([row(0.0, 0.2), row(0.01, 0.3)]) == "board_accuracy"
+
+
+def test_a_run_that_goes_non_finite_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    from dynascope.errors import TrainingError
+
+    torch.set_num_threads(1)
+    with pytest.raises(TrainingError, match=r"epoch \d+: .*non-finite.*training stopped"):
+        train_run(tiny(epochs=3, lr=1e30), TRAIN, ID, OOD, tmp_path / "run")
+    assert not runio.LOOPED.is_finished(tmp_path / "run")
+    ckpt = runio.LOOPED.path(tmp_path / "run", "checkpoint")
+    if ckpt.exists():  # what is kept is finite
+        state = torch.load(ckpt, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())

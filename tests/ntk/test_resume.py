@@ -17,7 +17,7 @@ from dynascope.runio import NTK
 from ntk.tiny_ntk import tiny_batch
 
 
-class Killed(RuntimeError):
+class Killed(BaseException):
     """Stands in for the process dying."""
 
 

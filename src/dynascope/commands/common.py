@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 
 from dynascope.configfile import load_config_file
+from dynascope.validation import check_int
 
-__all__ = ["add_common", "load_config_file"]
+__all__ = ["add_common", "load_config_file", "set_threads"]
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (torch's intra-op CPU threads) when given; it must be a positive integer."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(check_int(threads, "--threads"))
 
 
 def add_common(parser: argparse.ArgumentParser, *, data: bool = True, out: bool = True) -> None:

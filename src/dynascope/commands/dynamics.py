@@ -13,9 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from dynascope.commands.common import add_common, load_config_file
+from dynascope.commands.common import add_common, load_config_file, set_threads
 from dynascope.dynamics.analyze import AnalysisConfig
 from dynascope.dynamics.layers import NORM_KINDS
 from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
@@ -78,8 +76,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 
 def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     metrics = train_from_sudoku_dir(config, args.sudoku_dir, args.out, overwrite=args.overwrite)
     acc = metrics["board_accuracy"]
     for name in ("id", "ood"):
@@ -109,8 +106,7 @@ def _analyze(args: argparse.Namespace) -> int:
         fields["ci_times"] = _int_list(args.ci_times, "--ci-times")
     elif args.trace_steps is not None:
         fields["ci_times"] = tuple(t for t in AnalysisConfig.ci_times if t <= args.trace_steps)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     result = analyze_run_dir(args.run_dir, AnalysisConfig(**fields), args.sudoku_dir, args.split, args.device)
     s = result["summary"]
     say(f"wrote {LOOPED.path(args.run_dir, 'analysis')}")
@@ -178,8 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     runs = tuple(r.strip() for r in args.runs.split(",")) if args.runs else None
     preset = PRESETS[args.preset]
     if args.epochs:

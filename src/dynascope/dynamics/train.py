@@ -11,7 +11,9 @@ presence marks a finished run), ``model.safetensors`` (the EMA weights, the eval
 ``checkpoint.pt`` is written atomically after every epoch; rerunning into the same directory resumes from
 it. Data order and initial noise of epoch e come from a generator seeded by (seed, e), so a resumed run
 reproduces the weights of an uninterrupted one exactly (same device and threads). Steps with a non-finite
-loss are skipped and counted.
+loss are skipped and counted (un-normalised ItrSA can blow up on a few boards and recover); an epoch with no
+finite step, or a non-finite parameter after an epoch, stops the run with a ``TrainingError`` and keeps the
+checkpoint of the previous epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import Tensor
 
 from dynascope.dynamics.models import LoopedSA, ModelConfig, build_model
 from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
-from dynascope.errors import ConfigError, DataError
+from dynascope.errors import ConfigError, DataError, TrainingError
 from dynascope.hooks import Log, Progress, no_log, silent
 from dynascope.runio import LOOPED
 from dynascope.validation import check_number, check_seed
@@ -184,6 +186,22 @@ def _model_summary(model: LoopedSA) -> dict[str, float]:
     return out
 
 
+
+def _check_finite(model: LoopedSA, epoch: int, batches: int, ckpt_path: Path) -> None:
+    """Stop a run whose epoch took no finite step, or whose parameters went non-finite; the last checkpoint
+    (of the previous epoch, if any) is kept as it was."""
+    kept = f"the checkpoint after epoch {epoch - 1} is kept" if ckpt_path.exists() else "nothing was checkpointed yet"
+    if batches == 0:
+        raise TrainingError(
+            f"epoch {epoch}: every step had a non-finite loss; training stopped ({kept}); try a smaller --lr"
+        )
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingError(
+            f"epoch {epoch}: parameter {bad[0]} is non-finite ({len(bad)} in all); training stopped ({kept}); "
+            "try a smaller --lr"
+        )
+
 def train_run(
     config: TrainConfig,
     train: Boards,
@@ -206,13 +224,8 @@ def train_run(
     record = {"train": config.to_dict(), **(extra or {})}
     ckpt_path = LOOPED.path(out, "checkpoint")
     if overwrite:
-        for stale in ("checkpoint", "metrics", "analysis"):
-            LOOPED.path(out, stale).unlink(missing_ok=True)
-    if ckpt_path.exists() and not overwrite and LOOPED.has(out, "config"):
-        previous = LOOPED.load(out, "config").get("train")
-        if previous != config.to_dict():
-            raise ConfigError(f"{out} holds a checkpoint of a different config; use another --out or --overwrite")
-    LOOPED.write_record(out, record, config.seed)
+        LOOPED.path(out, "analysis").unlink(missing_ok=True)  # it analysed the model being replaced
+    LOOPED.write_record(out, record, config.seed)  # refuses to resume a checkpoint of another config
 
     device = torch.device(config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu")
     if device.type != config.device.split(":")[0]:
@@ -258,6 +271,7 @@ def train_run(
             opt.step()
             _ema_update(ema, model, step, config)
             total, total_reg, batches = total + ce.item(), total_reg + reg.item(), batches + 1
+        _check_finite(model, epoch + 1, batches, ckpt_path)
         losses.append(total / batches if batches else float("nan"))
         regs.append(total_reg / batches if batches else float("nan"))
         seconds.append(time.perf_counter() - t0)

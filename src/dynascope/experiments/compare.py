@@ -17,7 +17,7 @@ from dynascope.data.task import METRICS
 from dynascope.errors import ConfigError
 from dynascope.progress import say
 from dynascope.report.tables import Stat
-from dynascope.runio import COMPARISON, FINETUNE
+from dynascope.runio import COMPARISON, FINETUNE, ensure_dir
 from dynascope.train.recipes import AUTO_LR, RunConfig, choose_lr, run
 
 
@@ -42,7 +42,7 @@ def compare(
     ``out/lr-grid/<method>`` (finished grid points are reused) over ``lr_grids[method]`` when given, else
     ``base.lr_grid`` or the method's default grid; every seed then trains with the chosen rate.
     """
-    out = Path(out)
+    out = ensure_dir(out)
     metrics = []
     for method in methods:
         grid = (lr_grids or {}).get(method, base.lr_grid)

@@ -56,7 +56,7 @@ from dynascope.errors import ConfigError
 from dynascope.pipelines.dynamics import analyze_run_dir, train_from_sudoku_dir
 from dynascope.progress import progress, say
 from dynascope.report.dynamics_plots import study_accuracy_figure, study_eigenvalue_figure, study_energy_figure
-from dynascope.runio import LOOPED, STUDY, write_bytes
+from dynascope.runio import LOOPED, STUDY, ensure_dir, write_bytes
 
 
 @dataclass(frozen=True)
@@ -468,8 +468,7 @@ def reproduce(
     needed = {"itrsa_none", "itrsa_rms"}
     if not needed <= {s.name for s in specs}:
         raise ConfigError(f"runs must include {sorted(needed)} (the checks compare them), got {runs}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out)
     t_total = time.perf_counter()
     t0 = time.perf_counter()
     sudoku_dir = out / "sudoku"

@@ -18,7 +18,7 @@ from dynascope.experiments.compare import to_csv, to_markdown
 from dynascope.progress import say
 from dynascope.report.plots import scale_head_figure
 from dynascope.report.tables import Stat
-from dynascope.runio import COMPARISON, FINETUNE
+from dynascope.runio import COMPARISON, FINETUNE, ensure_dir
 from dynascope.train.recipes import RunConfig, run
 
 PAPER_NORMS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0)
@@ -50,7 +50,7 @@ def scale_head(
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the grid, then write ``scale_head.md``/``.csv`` and ``scale_head.png``; returns the table rows."""
-    out = Path(out)
+    out = ensure_dir(out)
     rows = []
     for method in methods:
         for norm in norms:
