@@ -63,7 +63,7 @@ def _parser_with(defaults: dict):
 
     def build():
         parser = real()
-        for action in parser._subparsers._group_actions:  # noqa: SLF001 - test-only access
+        for action in parser._subparsers._group_actions:
             for sub in action.choices.values():
                 sub.set_defaults(**defaults)
         return parser
@@ -145,7 +145,7 @@ def test_each_bad_value_is_one_line_and_a_non_zero_exit(
     a_file = tmp_path / "a-file.txt"
     a_file.write_text("not a directory\n", encoding="utf-8")
     out = tmp_path / "out"
-    argv = flags.format(model=tiny, out=out, file=a_file, sudoku=sudoku_dir).split() + ["--quiet"]
+    argv = [*flags.format(model=tiny, out=out, file=a_file, sudoku=sudoku_dir).split(), "--quiet"]
     rc, err = run_cli(argv, capsys)
     assert_one_line(rc, err, pattern)
     assert not runio.FINETUNE.is_finished(out) and not runio.LOOPED.is_finished(out)
