@@ -76,13 +76,12 @@ def tiny(tmp_path_factory) -> Path:
     return tiny_bert_folder(tmp_path_factory.mktemp("models") / "bert")
 
 
-@pytest.fixture(scope="module")
-def sudoku_dir(tmp_path_factory) -> Path:
+def write_boards(out: Path) -> Path:
+    """Tiny easy_train / easy_test / hard_test splits (one solved grid, half its cells given) in ``out``."""
     from dynascope.dynamics.sudoku import SudokuSplit
 
     rng = np.random.default_rng(0)
     base = np.array([(3 * (r % 3) + r // 3 + c) % 9 + 1 for r in range(9) for c in range(9)], dtype=np.int8)
-    out = tmp_path_factory.mktemp("sudoku")
     for name, n in (("easy_train", 40), ("easy_test", 8), ("hard_test", 8)):
         sol = np.tile(base, (n, 1))
         puzzles = np.where(rng.random((n, 81)) < 0.5, sol, 0).astype(np.int8)
@@ -94,6 +93,11 @@ def sudoku_dir(tmp_path_factory) -> Path:
         )
         runio.write_npz(out / f"{name}.npz", split.arrays())
     return out
+
+
+@pytest.fixture(scope="module")
+def sudoku_dir(tmp_path_factory) -> Path:
+    return write_boards(tmp_path_factory.mktemp("sudoku"))
 
 
 TRAIN = "train --task cb --max-train 32 --max-eval 16 --epochs 1"
