@@ -24,6 +24,7 @@ from dynascope.errors import ConfigError, TrainingError
 from dynascope.progress import progress, say
 from dynascope.runio import write_torch
 from dynascope.train.evaluate import classification_metrics, predict
+from dynascope.validation import check_int, check_number
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -42,14 +43,11 @@ class FinetuneSettings:
     select_metric: str = "accuracy"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {self.eval_batch_size}")
-        if self.max_grad_norm <= 0 or self.weight_decay < 0:
-            raise ConfigError(f"max_grad_norm must be > 0 and weight_decay >= 0; got {self}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            check_int(getattr(self, name), name)
+        check_number(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
+        check_number(self.max_grad_norm, "max_grad_norm", minimum=0.0, exclusive_minimum=True)
+        check_number(self.weight_decay, "weight_decay", minimum=0.0)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
