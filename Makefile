@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/dynascope compare --task cb --methods lp,ft,lp-ft,lora,lp-lora --seeds $(DEMO_SEEDS) --out $(DEMO_OUT)
+	$(BIN)/dynascope compare --task cb --methods lp,ft,lp-ft,lora,lp-lora --pooling cls --seeds $(DEMO_SEEDS) --out $(DEMO_OUT)
 
 test: install
 	$(BIN)/pytest -q

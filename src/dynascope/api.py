@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import jacrev
 
 from dynascope.errors import ConfigError
-from dynascope.models.classifier import POOLINGS, Classifier
+from dynascope.models.classifier import POOLING_CHOICES, Classifier, auto_pooling, forward_backbone, pool
 from dynascope.ntk.blocks import resolve_partition
 from dynascope.ntk.components import NTKComponents, ntk_components, pre_kernel
 from dynascope.ntk.functional import Batch, KernelModel, examples, kernel_model, output_fn
@@ -57,20 +57,19 @@ class _AdaptedClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Tensor) -> Tensor:
         """Logits [B, C] (no dropout: the adapter is for evaluation and kernels)."""
-        from dynascope.models.classifier import pool
-
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        out, mask = forward_backbone(self.backbone, input_ids, attention_mask, **inputs)
         if self.pooling == "pooler":
             return self.head(out.pooler_output)
-        return self.head(pool(out.last_hidden_state, attention_mask, self.pooling))
+        return self.head(pool(out.last_hidden_state, mask, self.pooling))
 
 
 def as_classifier(model: nn.Module, head: nn.Linear | None = None, *, pooling: str | None = None) -> nn.Module:
     """View ``model`` as f(x) = V φ(x) + b for the NTK.
 
-    Accepts a dynascope ``Classifier`` (returned as is), a bare encoder plus ``head`` (an ``nn.Linear``;
-    ``pooling`` "cls" by default, or "mean"), or a Hugging Face ``*ForSequenceClassification`` whose head is a
-    single linear layer (BERT: φ is the encoder's own dense + tanh pooler output, ``pooling="pooler"``).
+    Accepts a dynascope ``Classifier`` (returned as is), a bare backbone plus ``head`` (an ``nn.Linear``;
+    ``pooling`` "cls", "mean", "last" or "auto", the default: "last" for causal LMs, else "cls"), or a Hugging
+    Face ``*ForSequenceClassification`` whose head is a single linear layer (BERT: φ is the encoder's own
+    dense + tanh pooler output, ``pooling="pooler"``; GPT-2/Llama ``score``: the last non-padding token).
     Anything else raises ``ConfigError`` saying what was found.
     """
     if isinstance(model, Classifier | _AdaptedClassifier):
@@ -80,9 +79,11 @@ def as_classifier(model: nn.Module, head: nn.Linear | None = None, *, pooling: s
     if head is not None:
         if not isinstance(head, nn.Linear):
             raise ConfigError(f"head must be an nn.Linear, got {type(head).__name__}")
-        chosen = pooling or "cls"
-        if chosen not in (*POOLINGS, "pooler"):
-            raise ConfigError(f"pooling must be one of {(*POOLINGS, 'pooler')}, got {chosen!r}")
+        chosen = pooling or "auto"
+        if chosen not in (*POOLING_CHOICES, "pooler"):
+            raise ConfigError(f"pooling must be one of {(*POOLING_CHOICES, 'pooler')}, got {chosen!r}")
+        if chosen == "auto":
+            chosen = auto_pooling(getattr(model, "config", None))[0]
         return _AdaptedClassifier(model, head, chosen)
     prefix = getattr(model, "base_model_prefix", None)
     backbone = getattr(model, prefix, None) if isinstance(prefix, str) else None
@@ -99,7 +100,10 @@ def as_classifier(model: nn.Module, head: nn.Linear | None = None, *, pooling: s
             f"{type(model).__name__}.{name} is {type(module).__name__} ({parts}), not a single linear layer: "
             "the NTK split into P and F needs f = V φ + b; pass the encoder and one nn.Linear as head instead"
         )
-    chosen = pooling or ("pooler" if getattr(backbone, "pooler", None) is not None else "cls")
+    chosen = pooling or "auto"
+    if chosen == "auto":
+        has_pooler = getattr(backbone, "pooler", None) is not None
+        chosen = "pooler" if has_pooler else auto_pooling(getattr(backbone, "config", None))[0]
     return _AdaptedClassifier(backbone, module, chosen)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from dynascope.commands.common import add_common, load_config_file
+from dynascope.data.encode import PAIR_TEMPLATES
 from dynascope.errors import ConfigError
+from dynascope.models.classifier import POOLING_CHOICES
 from dynascope.runio import COMPARISON
 from dynascope.train.probe import ProbeSettings
 from dynascope.train.recipes import METHODS, RunConfig
@@ -29,7 +31,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train", type=int, help="subsample the training split (stratified, seeded)")
     p.add_argument("--max-eval", type=int, help="cap test and OOD sets (stratified, seeded)")
     p.add_argument("--max-length", type=int, help="max tokens per example (default 128)")
-    p.add_argument("--pooling", choices=("cls", "mean"))
+    p.add_argument(
+        "--pooling",
+        choices=POOLING_CHOICES,
+        help="φ from the first token (cls), the masked mean, or the last non-padding token; auto (default): last "
+        "for causal LMs, the checkpoint's own for sentence-transformers folders, else cls",
+    )
+    p.add_argument(
+        "--pair-template",
+        choices=PAIR_TEMPLATES,
+        help="how sentence pairs are joined: the tokenizer's own pair encoding, or premise + eos / newline + "
+        "hypothesis; auto (default): the tokenizer's when it separates pairs, else eos",
+    )
     p.add_argument("--head-norm", type=float, help="rescale V (and b) to this norm before the FT stage")
     p.add_argument("--lp-protocol", choices=("cv", "fixed", "gd"), help="how LP fits the head (default cv)")
     p.add_argument("--lp-c", type=float, help="inverse regularisation strength for --lp-protocol fixed")
@@ -61,6 +74,7 @@ def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -
         "max_eval": args.max_eval,
         "max_length": args.max_length,
         "pooling": args.pooling,
+        "pair_template": args.pair_template,
         "head_norm": args.head_norm,
     }
     data.update({k: v for k, v in flat.items() if v is not None})

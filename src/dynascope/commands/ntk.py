@@ -18,6 +18,7 @@ from typing import Any
 
 from dynascope.commands.common import add_common, load_config_file
 from dynascope.errors import ConfigError
+from dynascope.models.classifier import POOLING_CHOICES
 from dynascope.pipelines.ntk import SOLVERS, STATES, NTKConfig, format_table, run_ntk
 from dynascope.train.probe import PROTOCOLS, SCORINGS
 
@@ -81,7 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-eval", type=int, help="test examples (stratified, seeded; default 56)")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--model", help="default | mpnet-base | a model folder | a hub id")
-    p.add_argument("--pooling", choices=("cls", "mean"), help="default cls")
+    p.add_argument(
+        "--pooling",
+        choices=POOLING_CHOICES,
+        help="default auto: the last non-padding token for causal LMs, the checkpoint's own for "
+        "sentence-transformers folders, else the first token (a run directory brings its own)",
+    )
     p.add_argument("--max-length", type=int, help="default 128")
     p.add_argument("--memory-gb", type=float, help="budget for per-example Jacobian rows (default 4)")
     p.add_argument("--probes", type=int, help="Hutchinson / Hutch++ probes for trace estimates (0: none; default 16)")

@@ -1,8 +1,16 @@
 """Tokenisation and batching: dynamic padding with length bucketing.
 
-Examples are tokenised once (no padding); each batch is padded to its own longest sequence. Training batches
-are drawn by shuffling, then sorting within windows of ``bucket_window`` batches by length, so a batch holds
-sequences of similar length and little compute is spent on padding, while the batch order stays random.
+Examples are tokenised once (no padding); each batch is padded (on the right) to its own longest sequence.
+Training batches are drawn by shuffling, then sorting within windows of ``bucket_window`` batches by length, so
+a batch holds sequences of similar length and little compute is spent on padding, while the batch order stays
+random.
+
+Sequence pairs (premise, hypothesis) follow a template: ``tokenizer`` is the tokenizer's own pair encoding
+(BERT ``[CLS] a [SEP] b [SEP]``, RoBERTa ``<s> a </s></s> b </s>``, Llama ``<s> a <s> b``); ``eos`` and
+``newline`` join ``premise + sep + hypothesis`` with the tokenizer's eos token or ``"\n"`` as ``sep`` (the
+separator opens the second segment, so longest-first truncation keeps it). ``auto`` is ``tokenizer`` when its
+pair encoding puts a special token between the segments, else ``eos`` (or ``newline`` without an eos token):
+GPT-2 and Qwen2 tokenizers just concatenate the two texts.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import torch
 from torch import Tensor
 
 from dynascope.errors import ConfigError
+
+PAIR_TEMPLATES = ("auto", "tokenizer", "eos", "newline")
 
 
 @dataclass(frozen=True)
@@ -36,12 +46,36 @@ class Encoded:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 
-def encode_split(split: Any, tokenizer: Any, max_length: int = 128) -> Encoded:
-    """Tokenise a ``Split`` (``texts``, optional ``pairs``, ``labels``), truncating pairs longest-first."""
+def resolve_pair_template(requested: str, tokenizer: Any) -> str:
+    """The pair template used with ``tokenizer``: ``requested``, or for ``"auto"`` the tokenizer's own pair
+    encoding when it separates the segments with a special token, else ``eos`` (``newline`` without eos)."""
+    if requested not in PAIR_TEMPLATES:
+        raise ConfigError(f"pair_template must be one of {PAIR_TEMPLATES}, got {requested!r}")
+    eos = getattr(tokenizer, "eos_token", None)
+    if requested == "eos" and eos is None:
+        raise ConfigError("pair_template 'eos' needs a tokenizer with an eos token; use 'newline' or 'tokenizer'")
+    if requested != "auto":
+        return requested
+    if tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(pair=False):
+        return "tokenizer"
+    return "eos" if eos is not None else "newline"
+
+
+def pair_separator(template: str, tokenizer: Any) -> str:
+    """The text that opens the hypothesis under a resolved ``template`` (empty: the tokenizer's own pairs)."""
+    return {"tokenizer": "", "eos": str(getattr(tokenizer, "eos_token", "")), "newline": "\n"}[template]
+
+
+def encode_split(split: Any, tokenizer: Any, max_length: int = 128, pair_template: str = "auto") -> Encoded:
+    """Tokenise a ``Split`` (``texts``, optional ``pairs``, ``labels``), joining pairs by ``pair_template``
+    (see the module docstring) and truncating them longest-first."""
     if max_length < 8:
         raise ConfigError(f"max_length must be at least 8, got {max_length}")
     texts = list(split.texts)
     pairs = list(split.pairs) if split.pairs is not None else None
+    if pairs is not None:
+        sep = pair_separator(resolve_pair_template(pair_template, tokenizer), tokenizer)
+        pairs = [sep + p for p in pairs] if sep else pairs
     out = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
     types = out.get("token_type_ids")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -45,7 +45,7 @@ from dynascope.analysis.verdicts import MIN_SEEDS, Z_DEFAULT, Effect, compare_ar
 from dynascope.errors import ConfigError
 from dynascope.progress import say
 from dynascope.report.tables import Stat
-from dynascope.runio import FINETUNE, NTK, REPORT, STUDY
+from dynascope.runio import FINETUNE, NTK, REPORT, STUDY, ensure_dir
 from dynascope.train.probe import ProbeSettings
 from dynascope.train.recipes import METHODS, RunConfig
 
@@ -201,7 +201,7 @@ def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) 
                 where = STUDY.path(out, "ntk") / plan.task / state / f"seed{seed}"
                 config = NTKConfig(
                     task=plan.task, state=state, n_train=preset.ntk_n_train, n_eval=preset.ntk_n_eval, seed=seed,
-                    model=model, probes=preset.ntk_probes,
+                    model=model, pooling="cls", probes=preset.ntk_probes,
                 )  # fmt: skip
                 if not NTK.is_finished(where):
                     run_ntk(config, where, data_dir=data_dir)
@@ -637,7 +637,7 @@ def reproduce(
 
     started = time.perf_counter()
     model = model or preset.model
-    out = Path(out)
+    out = ensure_dir(out)
     STUDY.write(out, "config", {"preset": dataclasses.asdict(preset), "model": model})
     grid = run_grid(preset, out, model, data_dir)
     protocol_dirs = run_lp_protocols(preset, out, model, data_dir) if preset.lp_protocols else {}

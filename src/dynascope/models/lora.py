@@ -1,5 +1,10 @@
 """LoRA on the attention query and value projections, through peft.
 
+Targets are resolved from the backbone's modules: separate query/value projections (``nn.Linear``: BERT/RoBERTa
+``query``/``value``, MPNet ``q``/``v``, DistilBERT ``q_lin``/``v_lin``, Llama/Qwen2/Mistral ``q_proj``/``v_proj``),
+else a fused query-key-value projection (output width 3h: GPT-2's ``c_attn``). GPT-2 builds its projections as
+Transformers' ``Conv1D`` (weight stored in × out), which peft adapts with ``fan_in_fan_out=True``.
+
 The adapter is injected into the backbone in place (``peft.inject_adapter_in_model``), so the backbone keeps its
 type and parameter names gain ``lora_A``/``lora_B`` leaves; everything but those and the head is frozen.
 """
@@ -54,18 +59,54 @@ class LoraSettings:
         return out
 
 
+def _projections(backbone: nn.Module) -> dict[str, list[nn.Module]]:
+    """Linear-like modules (``nn.Linear`` and Transformers' ``Conv1D``) by last path component."""
+    from transformers.pytorch_utils import Conv1D
+
+    out: dict[str, list[nn.Module]] = {}
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.Linear | Conv1D):
+            out.setdefault(name.rsplit(".", 1)[-1], []).append(module)
+    return out
+
+
+def _out_features(module: nn.Module) -> int:
+    """Output width of an ``nn.Linear`` or a ``Conv1D`` (``nf``)."""
+    return int(getattr(module, "out_features", None) or module.nf)
+
+
 def lora_target_modules(backbone: nn.Module) -> list[str]:
-    """Names (last path component) of the query and value projections of ``backbone``."""
-    linear_names = {
-        name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if isinstance(m, nn.Linear)
-    }
+    """Names (last path component) of the query and value projections of ``backbone``, or of its fused
+    query-key-value projection (every module of that name has output width 3h)."""
+    found = _projections(backbone)
+    linear = {n for n, mods in found.items() if all(isinstance(m, nn.Linear) for m in mods)}
     for query, value in QUERY_VALUE_NAMES:
-        if query in linear_names and value in linear_names:
+        if query in linear and value in linear:
             return [query, value]
+    config = getattr(backbone, "config", None)
+    width = getattr(config, "hidden_size", None)
+    fused = sorted(n for n, mods in found.items() if width and all(_out_features(m) == 3 * width for m in mods))
+    if len(fused) == 1:
+        return fused
     raise ConfigError(
-        "cannot find the attention query/value projections in this backbone; pass target_modules explicitly. "
-        f"Linear layers found: {sorted(linear_names)}"
+        "cannot find the attention query/value projections (or one fused query-key-value projection) in this "
+        f"backbone; pass target_modules explicitly. Linear layers found: {sorted(found)}"
     )
+
+
+def fan_in_fan_out(backbone: nn.Module, targets: list[str]) -> bool:
+    """Whether the target modules (matched as peft does: the module name or its dotted suffix) store weights
+    in × out (``Conv1D``): peft's ``fan_in_fan_out``. A mix of ``Conv1D`` and ``nn.Linear`` targets cannot
+    share one LoRA config and is an error."""
+    from transformers.pytorch_utils import Conv1D
+
+    hit = [
+        m for name, m in backbone.named_modules() if any(name == t or name.endswith(f".{t}") for t in targets)
+    ]
+    kinds = {isinstance(m, Conv1D) for m in hit}
+    if len(kinds) > 1:
+        raise ConfigError(f"LoRA targets {targets} mix Conv1D and nn.Linear layers; target one kind at a time")
+    return kinds == {True}
 
 
 def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Module:
@@ -82,6 +123,7 @@ def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out(clf.backbone, targets),
         bias="none",
     )
     with torch.random.fork_rng(devices=[]):  # peft draws A from the global RNG; seed it without touching the caller's

@@ -8,8 +8,11 @@ differentiate exactly (its Jacobian is row-sparse; see ``components``).
 
 Position ids are passed explicitly and padding-aware: RoBERTa/MPNet-style embeddings (which carry a
 ``padding_idx``) number tokens from ``padding_idx + 1`` skipping padding when given ``input_ids`` but
-not when given ``inputs_embeds``; BERT-style embeddings use 0..T-1. Each example is trimmed of its
-trailing padding (masked positions cannot reach φ), which is exact and saves work.
+not when given ``inputs_embeds``; BERT-style embeddings use 0..T-1. Each example is trimmed to the span from
+its first to its last attended token (masked positions cannot reach φ), which is exact and saves work.
+Causal LMs (GPT-2, Llama, …) run as the ``Classifier`` runs them (``models.classifier.forward_backbone``):
+an example keeps only its attended tokens, numbered 0, 1, … (``cumsum(mask) − 1``), so left padding is exact
+too.
 
 Forward-mode AD (``torch.func.jvp``, used by the trace estimators) has no rule for the fused SDPA
 attention kernel on CPU: models must be loaded with ``attn_implementation="eager"``;
@@ -34,7 +37,7 @@ WORD = "word_embeddings"  # key of the word-embedding tangent/cotangent in param
 
 @dataclass(frozen=True)
 class Example:
-    """One tokenised example, trimmed of trailing padding, with explicit position ids."""
+    """One tokenised example, trimmed of leading and trailing padding, with explicit position ids."""
 
     input_ids: Tensor  # [T]
     attention_mask: Tensor  # [T]
@@ -133,24 +136,33 @@ def position_ids(backbone: nn.Module, input_ids: Tensor) -> Tensor:
     return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
 
+def _causal(backbone: nn.Module) -> bool:
+    """Whether the backbone is a causal LM (``models.classifier.is_causal`` of its config)."""
+    from dynascope.models.classifier import is_causal
+
+    return is_causal(getattr(backbone, "config", None))
+
+
 def examples(backbone: nn.Module, batch: Batch) -> list[Example]:
-    """Split a batch into per-example records trimmed of trailing padding."""
+    """Split a batch into per-example records: the attended span (either padding side), or for causal LMs
+    the attended tokens only, numbered from 0."""
     ids = batch["input_ids"]
     mask = batch["attention_mask"]
     types = batch.get("token_type_ids")
-    pos = position_ids(backbone, ids)
+    causal = _causal(backbone)
+    pos = None if causal else position_ids(backbone, ids)
     out = []
     for i in range(ids.shape[0]):
         nonzero = torch.nonzero(mask[i]).flatten()
         if nonzero.numel() == 0:
             raise ConfigError(f"example {i} of the batch has an all-zero attention mask")
-        t = int(nonzero[-1]) + 1
+        keep = nonzero if causal else torch.arange(int(nonzero[0]), int(nonzero[-1]) + 1, device=mask.device)
         out.append(
             Example(
-                input_ids=ids[i, :t],
-                attention_mask=mask[i, :t],
-                position_ids=pos[i, :t],
-                token_type_ids=None if types is None else types[i, :t],
+                input_ids=ids[i, keep],
+                attention_mask=mask[i, keep],
+                position_ids=torch.arange(keep.numel(), device=mask.device) if pos is None else pos[i, keep],
+                token_type_ids=None if types is None else types[i, keep],
             )
         )
     return out
@@ -168,6 +180,8 @@ def features(model: KernelModel, example: Example, params: Mapping[str, Tensor],
         "attention_mask": example.attention_mask.unsqueeze(0),
         "position_ids": example.position_ids.unsqueeze(0),
     }
+    if _causal(model.backbone):
+        kwargs["use_cache"] = False
     if example.token_type_ids is not None:
         kwargs["token_type_ids"] = example.token_type_ids.unsqueeze(0)
     out = functional_call(model.backbone, dict(params), args=(), kwargs=kwargs, strict=False)
@@ -260,10 +274,13 @@ def example_jvp(
 
 def batch_features(model: KernelModel, batch: Batch, chunk: int = 32) -> Tensor:
     """φ for a whole batch through the ordinary ``input_ids`` path, float64 [N, h] (no gradients)."""
+    from dynascope.models.classifier import forward_backbone
+
     out = []
     n = batch_size(batch)
     with torch.no_grad():
         for start in range(0, n, chunk):
             part = {k: v[start : start + chunk] for k, v in batch.items() if k in BATCH_KEYS}
-            out.append(pooled(model, model.backbone(**part), part["attention_mask"]).double())
+            output, mask = forward_backbone(model.backbone, **part)
+            out.append(pooled(model, output, mask).double())
     return torch.cat(out)

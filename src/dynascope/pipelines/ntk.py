@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dynascope.errors import ConfigError
+from dynascope.models.classifier import POOLING_CHOICES
 from dynascope.progress import progress, say
 from dynascope.runio import NTK
 from dynascope.train.probe import ProbeSettings
@@ -40,7 +41,7 @@ class NTKConfig:
     n_eval: int = 56
     seed: int = 0
     model: str = "default"
-    pooling: str = "cls"
+    pooling: str = "auto"
     max_length: int = 128
     memory_gb: float = 4.0
     probes: int = 16
@@ -54,6 +55,8 @@ class NTKConfig:
             raise ConfigError(
                 f"--state must be one of {', '.join(STATES)} or a finished run directory; got {self.state!r}"
             )
+        if self.pooling not in POOLING_CHOICES:
+            raise ConfigError(f"--pooling must be one of {', '.join(POOLING_CHOICES)}; got {self.pooling!r}")
         if self.state in STATES and not self.task:
             raise ConfigError(f"--task is required with --state {self.state}")
         if self.n_train < 2 or self.n_eval < 1:
@@ -74,10 +77,12 @@ class NTKConfig:
         return out
 
 
-def _build_state(config: NTKConfig, data_dir: str | None) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(classifier in eval mode, tokenizer, task, info) for the requested state."""
+def _build_state(
+    config: NTKConfig, pooling: str, data_dir: str | None
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(classifier in eval mode, tokenizer, task, info) for the requested state (``pooling``: resolved)."""
     from dynascope.data import load_task
-    from dynascope.data.encode import encode_split
+    from dynascope.data.encode import encode_split, resolve_pair_template
     from dynascope.models.backbone import load_backbone
     from dynascope.models.classifier import Classifier
     from dynascope.models.lora import LoraSettings, apply_lora
@@ -91,13 +96,15 @@ def _build_state(config: NTKConfig, data_dir: str | None) -> tuple[Any, Any, Any
         clf, tokenizer, run_config = load_run_classifier(config.state)
         task = load_task(config.task or run_config.task, data_dir)
         info.update(run_method=run_config.method, run_seed=run_config.seed, model=run_config.model)
+        info["pair_template"] = resolve_pair_template(run_config.pair_template, tokenizer)
         return clf, tokenizer, task, info
     task = load_task(config.task, data_dir)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="eager")
-    clf = Classifier(backbone, task.num_labels, pooling=config.pooling, seed=config.seed).eval()
+    clf = Classifier(backbone, task.num_labels, pooling=pooling, seed=config.seed).eval()
     info["head_norm_init"] = clf.head_norm()
+    info["pair_template"] = resolve_pair_template("auto", tokenizer)
     if config.state.startswith("lp-"):
-        train_enc = encode_split(task.train, tokenizer, config.max_length)
+        train_enc = encode_split(task.train, tokenizer, config.max_length, info["pair_template"])
         _, phi = predict(clf, train_enc, desc="φ train (LP)")
         init = (clf.head.weight.detach().double().numpy(), clf.head.bias.detach().double().numpy())
         probe = fit_linear_probe(phi, train_enc.labels, task.num_labels, config.lp, seed=config.seed, init=init)
@@ -112,13 +119,15 @@ def _build_state(config: NTKConfig, data_dir: str | None) -> tuple[Any, Any, Any
     return clf, tokenizer, task, info
 
 
-def _sample(split: Any, n: int, seed: int, tokenizer: Any, max_length: int) -> tuple[dict, np.ndarray, list[int]]:
+def _sample(
+    split: Any, n: int, seed: int, tokenizer: Any, max_length: int, pair_template: str
+) -> tuple[dict, np.ndarray, list[int]]:
     """A seeded stratified subset of ``split`` as one padded batch, its labels and indices."""
     from dynascope.data import stratified_subset
     from dynascope.data.encode import collate, encode_split
 
     idx = stratified_subset(split.labels, n, seed) if n < len(split) else list(range(len(split)))
-    enc = encode_split(split.subset(idx), tokenizer, max_length)
+    enc = encode_split(split.subset(idx), tokenizer, max_length, pair_template)
     return collate(enc, list(range(len(enc)))), np.asarray(enc.labels), idx
 
 
@@ -146,22 +155,36 @@ def _trace_record(
 
 def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, overwrite: bool = False) -> dict:
     """Compute the NTK run directory (see the module docstring) and return its stats."""
+    from dynascope.models.backbone import resolve_pooling
+    from dynascope.models.classifier import require_varying_phi
     from dynascope.ntk.checkpoint import CheckpointFolder
     from dynascope.ntk.components import ntk_train_eval
-    from dynascope.ntk.functional import kernel_model
+    from dynascope.ntk.functional import batch_features, kernel_model
     from dynascope.ntk.summary import kernel_table
 
     started = time.perf_counter()
     out = NTK.prepare(out, overwrite=overwrite)
-    NTK.write_record(out, config.to_dict(), config.seed)
+    record = config.to_dict()
+    pooling = config.pooling
+    if config.state in STATES:  # a run directory brings its own pooling
+        pooling = resolve_pooling(config.pooling, config.model)
+        if pooling != config.pooling:
+            record.update(pooling=pooling, pooling_requested=config.pooling)
+    NTK.write_record(out, record, config.seed)
     torch.manual_seed(config.seed)
-    clf, tokenizer, task, info = _build_state(config, data_dir)
+    clf, tokenizer, task, info = _build_state(config, pooling, data_dir)
+    info["pooling"] = clf.pooling
     ft_reference = info.pop("ft_reference", None)
-    train, y_train, train_idx = _sample(task.train, config.n_train, config.seed, tokenizer, config.max_length)
-    evals, y_eval, eval_idx = _sample(task.test, config.n_eval, config.seed, tokenizer, config.max_length)
-    say(f"NTK of {config.state} on {task.name}: {len(y_train)} train × {len(y_eval)} test, C = {task.num_labels}")
+    template = info["pair_template"]
+    train, y_train, train_idx = _sample(task.train, config.n_train, config.seed, tokenizer, config.max_length, template)
+    evals, y_eval, eval_idx = _sample(task.test, config.n_eval, config.seed, tokenizer, config.max_length, template)
+    say(
+        f"NTK of {config.state} on {task.name}: {len(y_train)} train × {len(y_eval)} test, C = {task.num_labels}, "
+        f"pooling {clf.pooling}"
+    )
 
     model = kernel_model(clf)
+    require_varying_phi(batch_features(model, train), clf.pooling)
     blocks = NTK.path(out, "blocks")
     comp, comp_eval = ntk_train_eval(
         model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(blocks), progress=progress

@@ -28,10 +28,10 @@ import torch
 
 from dynascope.analysis.verdicts import learned, learning_margin, majority_baseline
 from dynascope.data import load_task, stratified_subset
-from dynascope.data.encode import encode_split
+from dynascope.data.encode import PAIR_TEMPLATES, encode_split, resolve_pair_template
 from dynascope.errors import ConfigError
-from dynascope.models.backbone import load_backbone
-from dynascope.models.classifier import POOLINGS, Classifier
+from dynascope.models.backbone import load_backbone, load_tokenizer, resolve_pooling
+from dynascope.models.classifier import POOLING_CHOICES, Classifier, require_varying_phi
 from dynascope.models.lora import LoraSettings, apply_lora, count_trainable, load_lora_state, lora_state_dict
 from dynascope.progress import say
 from dynascope.runio import FINETUNE
@@ -60,6 +60,8 @@ PAPER_HPARAMS: dict[str, dict[str, tuple[int, float]]] = {
 DEFAULT_BATCH_SIZES = {"ft": 16, "lora": 16, "lp-ft": 8, "lp-lora": 8}  # the paper's usual sizes per recipe
 AUTO_LR = "auto"
 LEARNED_Z = 1.645  # one-sided 95 %: a predictor no better than the majority class exceeds the margin 5 % of the time
+PHI_CHECK_N = 64  # training examples whose φ must vary before a recipe without an LP stage trains
+RESOLVED = ("pooling", "pair_template")  # settings whose "auto" is resolved per model and recorded resolved
 
 
 def _lp_stage(method: str) -> bool:
@@ -76,14 +78,17 @@ class RunConfig:
 
     ``lr``: a number, ``"auto"`` (grid search on the validation set, ``lr_grid`` or the method's default grid), or
     None (the paper's value for a task it reports, else the grid). ``batch_size`` None: the paper's value, else
-    16 for FT/LoRA and 8 for LP-FT/LP-LoRA. ``steps``: minimum optimizer steps of the FT stage.
+    16 for FT/LoRA and 8 for LP-FT/LP-LoRA. ``steps``: minimum optimizer steps of the FT stage. ``pooling`` and
+    ``pair_template`` ``"auto"`` are resolved per model when the run starts (``models.backbone.resolve_pooling``,
+    ``data.encode.resolve_pair_template``); ``config.json`` records the resolved values (:meth:`record`).
     """
 
     task: str
     method: str
     seed: int = 1001
     model: str = "default"
-    pooling: str = "cls"
+    pooling: str = "auto"
+    pair_template: str = "auto"
     epochs: int = 10
     steps: int | None = None
     lr: float | str | None = None
@@ -103,8 +108,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+        if self.pooling not in POOLING_CHOICES:
+            raise ConfigError(f"pooling must be one of {POOLING_CHOICES}; got {self.pooling!r}")
+        if self.pair_template not in PAIR_TEMPLATES:
+            raise ConfigError(f"pair_template must be one of {PAIR_TEMPLATES}; got {self.pair_template!r}")
         check_seed(self.seed)
         for name, minimum in (("max_train", 2), ("max_eval", 2), ("steps", 1), ("batch_size", 1)):
             if getattr(self, name) is not None:
@@ -145,11 +152,25 @@ class RunConfig:
         out["lr_grid"] = list(self.lr_grid) if self.lr_grid is not None else None
         return out
 
+    def record(self, pooling: str, pair_template: str) -> dict[str, Any]:
+        """``to_dict`` with the resolved ``pooling`` and ``pair_template``; where one differs from the setting
+        (``"auto"``), the setting is kept as ``<name>_requested``."""
+        out = self.to_dict()
+        for name, value in zip(RESOLVED, (pooling, pair_template), strict=True):
+            if value != out[name]:
+                out[f"{name}_requested"] = out[name]
+                out[name] = value
+        return out
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Inverse of ``to_dict`` (unknown keys are an error; the ``lr_search`` record is not a setting)."""
+        """Inverse of ``to_dict`` and of ``record`` (the requested settings come back; unknown keys are an error;
+        the ``lr_search`` record is not a setting)."""
         data = dict(data)
         data.pop("lr_search", None)
+        for name in RESOLVED:
+            if f"{name}_requested" in data:
+                data[name] = data.pop(f"{name}_requested")
         if data.get("lr_grid") is not None:
             data["lr_grid"] = tuple(data["lr_grid"])
         known = {f.name for f in dataclasses.fields(cls)}
@@ -246,11 +267,13 @@ def run(
     started = time.perf_counter()
     config = config.resolved()
     out = FINETUNE.prepare(out, overwrite=overwrite)
-    record = config.to_dict()
+    pooling = resolve_pooling(config.pooling, config.model)
+    pair_template = resolve_pair_template(config.pair_template, load_tokenizer(config.model))
+    record = config.record(pooling, pair_template)
     if config.lr == AUTO_LR:
         choice = lr_choice or choose_lr(config, FINETUNE.path(out, "lr_grid"), data_dir=data_dir)
         config = dataclasses.replace(config, lr=choice.chosen)
-        record = {**config.to_dict(), "lr_search": choice.to_dict()}
+        record = {**config.record(pooling, pair_template), "lr_search": choice.to_dict()}
         adopted = _adopt_grid_point(choice, config, out, record)
         if adopted is not None:
             return adopted
@@ -259,13 +282,13 @@ def run(
 
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="sdpa")  # no JVPs in training
-    encode = lambda split: encode_split(split, tokenizer, config.max_length)  # noqa: E731
+    encode = lambda split: encode_split(split, tokenizer, config.max_length, pair_template)  # noqa: E731
     train_enc = encode(task.train)
     evals = {key: encode(split) for key, split in eval_splits(task, config.max_eval, config.seed).items()}
     clf = Classifier(
         backbone,
         task.num_labels,
-        pooling=config.pooling,
+        pooling=pooling,
         head_init_std=config.head_init_std,
         head_dropout=config.head_dropout,
         seed=config.seed,
@@ -275,6 +298,12 @@ def run(
         f"{config.task}/{config.method} seed {config.seed}: {len(train_enc)} train, "
         f"{', '.join(f'{k} {len(v)}' for k, v in evals.items())}; ‖V‖ init {norm_init:.3f}"
     )
+    if _lp_stage(config.method):
+        _, phi_train = predict(clf, train_enc, config.eval_batch_size, desc="φ train")
+        require_varying_phi(phi_train, pooling)
+    else:
+        check = encode(_cap(task.train, PHI_CHECK_N, config.seed))
+        require_varying_phi(predict(clf, check, config.eval_batch_size, desc="φ check")[1], pooling)
     phi_pre = {
         key: predict(clf, enc, config.eval_batch_size, desc=f"φ pre {key}")[1] for key, enc in evals.items()
     }
@@ -282,7 +311,6 @@ def run(
     norm_after_lp = None
     lp_info: dict[str, Any] | None = None
     if _lp_stage(config.method):
-        _, phi_train = predict(clf, train_enc, config.eval_batch_size, desc="φ train")
         probe = fit_linear_probe(
             phi_train,
             train_enc.labels,
@@ -414,11 +442,12 @@ def load_run_classifier(
     run_dir = Path(run_dir)
     if not FINETUNE.is_finished(run_dir):
         raise ConfigError(f"{run_dir} is not a finished run (no {FINETUNE.path(run_dir, 'metrics').name})")
-    config = RunConfig.from_dict(FINETUNE.load(run_dir, "config"))
+    recorded = FINETUNE.load(run_dir, "config")
+    config = RunConfig.from_dict(recorded)
     metrics = FINETUNE.load(run_dir, "metrics")
     backbone, tokenizer = load_backbone(config.model, attn_implementation=attn_implementation)
     clf = Classifier(
-        backbone, metrics["num_labels"], pooling=config.pooling, head_dropout=config.head_dropout
+        backbone, metrics["num_labels"], pooling=recorded["pooling"], head_dropout=config.head_dropout
     )
     if config.method in ("ft", "lp-ft"):
         if not FINETUNE.has(run_dir, "backbone"):
