@@ -321,3 +321,120 @@ def test_read_format_dispatch(tmp_path: Path) -> None:
     expect_error(lambda: read_format("csv", p), "unknown format 'csv'", ", ".join(FORMATS))
     expect_error(lambda: read_format("text-label", p, text_field="text"), "fixed columns")
     expect_error(lambda: read_format("jsonl", p), "(field 'text_field')")
+
+
+# ------------------------------------------------------------------- rules added for issue #14
+
+
+def write_bytes(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "read", "line"),
+    [
+        ("lt.tsv", b"1\tgood\n0\tba\x00d\n", read_label_text, 2),
+        ("tl.tsv", b"good\t1\n\x00\x00\x00\t0\n", read_text_label, 2),
+        ("ft.txt", b"__label__1\tok\n__label__2\tok\n__label__3\t\x00\n", read_fasttext, 3),
+        ("msr.txt", b"1\t1\t2\ta\tb\x00\n", read_msr, 1),
+        ("cb.jsonl", b'{"premise": "a", "hypothesis": "b", "label": "x"}\x00\n', lambda p: read_jsonl(p, **NLI), 1),
+        ("g.tsv", b"text\tlabel\nfine\t1\nnul\x00\t0\n", lambda p: read_glue_tsv(p, text_field="text"), 3),
+    ],
+)
+def test_nul_in_text_is_an_error_with_its_line(
+    tmp_path: Path, name: str, data: bytes, read: Callable[[Path], Any], line: int
+) -> None:
+    p = write_bytes(tmp_path, name, data)
+    err = expect_error(lambda: read(p), f"{p}:{line}", "NUL")
+    assert err.line == line
+
+
+def test_nul_in_tweets_and_json_escapes(tmp_path: Path) -> None:
+    text = write_bytes(tmp_path, "t.txt", b"one\ntw\x00o\n")
+    labels = write(tmp_path, "l.txt", "0\n1\n")
+    expect_error(lambda: read_tweeteval(text, labels), f"{text}:2", "NUL")
+    p = write(tmp_path, "esc.jsonl", '{"premise": "ok", "hypothesis": "b", "label": "neutral"}\n'
+              '{"premise": "a\\u0000b", "hypothesis": "b", "label": "neutral"}\n')  # fmt: skip
+    err = expect_error(lambda: read_jsonl(p, **NLI), f"{p}:2", "(field 'premise')", "NUL")
+    assert err.field == "premise"
+    p = write(tmp_path, "surrogate.jsonl", '{"premise": "\\ud800", "hypothesis": "b", "label": "neutral"}\n')
+    expect_error(lambda: read_jsonl(p, **NLI), f"{p}:1", "(field 'premise')", "lone surrogate U+D800")
+
+
+def test_other_control_characters_stay_text(tmp_path: Path) -> None:
+    """Only NUL is refused: the shared MSR train file holds a \\x12 and tweets hold form feeds."""
+    p = write(tmp_path, "ctl.tsv", "1\tform\x0cfeed and \x12 and \x1b\n")
+    assert read_label_text(p)[0].text == "form\x0cfeed and \x12 and \x1b"
+
+
+def test_bom_only_at_the_start_of_a_file(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    p = write_bytes(tmp_path, "cat.tsv", bom + b"1\tfirst file\n" + bom + b"0\tsecond file\n")
+    err = expect_error(lambda: read_label_text(p), f"{p}:2", "byte-order mark mid-file", "only as the first")
+    assert err.line == 2
+    p = write_bytes(tmp_path, "double.tsv", bom + bom + b"1\ttext\n")
+    expect_error(lambda: read_label_text(p), f"{p}:1", "second byte-order mark")
+    p = write_bytes(tmp_path, "inline.jsonl", b'{"premise": "a\xef\xbb\xbf", "hypothesis": "b", "label": "neutral"}\n')
+    expect_error(lambda: read_jsonl(p, **NLI), f"{p}:1", "byte-order mark")
+    p = write_bytes(tmp_path, "utf16.tsv", "1\ttext\n".encode("utf-16"))
+    expect_error(lambda: read_label_text(p), str(p), "UTF-16")
+
+
+def test_cr_only_line_endings_give_one_short_line(tmp_path: Path) -> None:
+    rows = "".join(f"{i}\ttext {i}\tmore\t1\r" for i in range(20000))
+    p = write(tmp_path, "mac.tsv", "index\tsentence1\tsentence2\tlabel\r" + rows)
+    err = expect_error(lambda: read_glue_tsv(p, **RTE), f"{p}:1", "line endings are CR only", "convert to LF")
+    assert len(str(err)) < 200 and "\n" not in str(err)
+    p = write(tmp_path, "mac.txt", "1\tone\r0\ttwo\r")
+    expect_error(lambda: read_label_text(p), f"{p}:1", "CR only")
+    p = write(tmp_path, "mixed.tsv", "1\tone\n0\ttwo\r1\tthree\n")
+    expect_error(lambda: read_label_text(p), f"{p}:2", "carriage return inside the line")
+
+
+def test_duplicate_header_column_and_json_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "dup.tsv", "index\tsentence1\tsentence2\tsentence1\tlabel\n0\ta\tb\tc\tentailment\n")
+    err = expect_error(lambda: read_glue_tsv(p, **RTE), f"{p}:1", "column 'sentence1' appears twice")
+    assert err.field == "sentence1"
+    p = write(tmp_path, "dup.jsonl", '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n'
+              '{"premise": "a", "hypothesis": "b", "label": "neutral", "label": "entailment"}\n')  # fmt: skip
+    err = expect_error(lambda: read_jsonl(p, **NLI), f"{p}:2", "key 'label' appears twice")
+    assert (err.line, err.field) == (2, "label")
+
+
+def test_jsonl_nesting_and_huge_integers_are_data_errors(tmp_path: Path) -> None:
+    p = write(tmp_path, "deep.jsonl", "[" * 100_000 + "\n")
+    expect_error(lambda: read_jsonl(p, **NLI), f"{p}:1", "nested too deeply")
+    p = write(tmp_path, "int.jsonl", '{"premise": "a", "hypothesis": "b", "label": ' + "9" * 5000 + "}\n")
+    err = expect_error(lambda: read_jsonl(p, **NLI), f"{p}:1", "invalid JSON")
+    assert len(str(err)) < 250
+
+
+def test_fasttext_space_separated_is_read(tmp_path: Path) -> None:
+    p = write(tmp_path, "ft.txt", "__label__pos a fine film\n__label__neg\tdull\n__label__pos  two spaces\n")
+    records = read_fasttext(p, labels=("neg", "pos"))
+    assert [(r.label, r.text, r.line) for r in records] == [
+        ("pos", "a fine film", 1), ("neg", "dull", 2), ("pos", " two spaces", 3)
+    ]  # fmt: skip
+    p = write(tmp_path, "multi.txt", "__label__a __label__b text\n")
+    expect_error(lambda: read_fasttext(p), f"{p}:1", "more than one label")
+    p = write(tmp_path, "bare.txt", "__label__a\n")
+    expect_error(lambda: read_fasttext(p), f"{p}:1", "found only the label", "a tab or a space")
+    p = write(tmp_path, "words.txt", "positive a fine film\n")
+    expect_error(lambda: read_fasttext(p), f"{p}:1", "__label__K, a tab or a space", "found 'positive' first")
+
+
+def test_long_values_are_cut_in_messages(tmp_path: Path) -> None:
+    p = write(tmp_path, "swap.tsv", "0\tok\n" + "a very long sentence " * 300 + "\t1\n")
+    err = expect_error(lambda: read_label_text(p, labels=BINARY), f"{p}:2", "unknown label", "(6299 characters)")
+    assert len(str(err)) < 300
+    header = "\t".join(f"column{i}" for i in range(5000))
+    p = write(tmp_path, "wide.tsv", header + "\n" + "\t".join("x" * 5000) + "\n")
+    err = expect_error(lambda: read_glue_tsv(p, text_field="text"), f"{p}:1", "no such column", "(5000 in all)")
+    assert len(str(err)) < 600
+
+
+def test_unreadable_paths_are_data_errors(tmp_path: Path) -> None:
+    expect_error(lambda: read_label_text(tmp_path / "nul\x00name.tsv"), "cannot read file")
+    expect_error(lambda: read_label_text(tmp_path), "cannot read file")

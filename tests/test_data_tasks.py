@@ -418,3 +418,71 @@ def test_split_and_task_validation() -> None:
         and task.metrics == ("f1",)
         and list(task.splits()) == ["train", "val", "test", "ood.o"]
     )
+
+
+def write_spec(tmp_path: Path, name: str, text: str) -> Path:
+    """A spec file next to a two-class label-text file d.tsv (labels a, b)."""
+    write_lines(tmp_path / "d.tsv", ["a\tone", "b\ttwo", "a\tthree", "b\tfour"])
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_yaml_booleans_in_labels_get_a_quoting_hint(tmp_path: Path) -> None:
+    write_lines(tmp_path / "yn.tsv", ["no\tbad", "yes\tgood"])
+    path = write_spec(
+        tmp_path, "yn.yaml", "name: t\nformat: label-text\nlabels: [no, yes]\ntrain: yn.tsv\ntest: yn.tsv\n"
+    )
+    with pytest.raises(DataError) as info:
+        load_task(str(path))
+    message = str(info.value)
+    assert f"{path}:3 (field 'labels')" in message
+    assert "YAML reads unquoted no/yes/on/off as booleans" in message and "quote them ('no', 'yes')" in message
+    path.write_text("name: t\nformat: label-text\nlabels: ['no', 'yes']\ntrain: yn.tsv\nval: yn.tsv\ntest: yn.tsv\n")
+    assert load_task(str(path)).train.texts == ("bad", "good")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragments"),
+    [
+        ("dup.yaml", "name: t\nformat: label-text\nlabels: [a, b]\ntrain: d.tsv\ntest: d.tsv\nlabels: [b, a]\n",
+         [":6 (field 'labels')", "appears twice (lines 3 and 6)"]),
+        ("dup.json", '{"name": "t", "name": "u", "format": "label-text", "labels": ["a", "b"], "train": "d.tsv",'
+         ' "test": "d.tsv"}', ["(field 'name')", "key 'name' appears twice"]),
+        ("date.yaml", "name: 2001-02-30\n", ["cannot read the task spec file", "day is out of range"]),
+        ("deep.yaml", "name: " + "[" * 5000 + "\n", ["nested too deeply"]),
+        ("nul.yaml", "name: t\x00\n", ["invalid YAML", "#x0000"]),
+        ("ctl.json", '{"name": "t\\n2", "format": "label-text", "labels": ["a", "b"], "train": "d.tsv",'
+         ' "test": "d.tsv"}', ["(field 'name')", "printable name"]),
+        ("path.json", '{"name": "t", "format": "label-text", "labels": ["a", "b"], "train": "x\\u0000y",'
+         ' "test": "d.tsv"}', ["missing", "x\\x00y"]),
+    ],
+)  # fmt: skip
+def test_spec_problems_are_one_line_data_errors(tmp_path: Path, name: str, text: str, fragments: list[str]) -> None:
+    path = write_spec(tmp_path, name, text)
+    with pytest.raises(DataError) as info:
+        load_task(str(path))
+    message = str(info.value)
+    assert message.isprintable() and len(message) < 400, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_single_class_training_split_names_its_file(tmp_path: Path) -> None:
+    write_lines(tmp_path / "same.tsv", ["a\tone", "a\ttwo", "a\tthree", "b\tonly in the tail"])
+    path = write_spec(tmp_path, "s.yaml", "name: t\nformat: label-text\nlabels: [a, b]\ntrain: same.tsv\ntest: d.tsv\n")
+    with pytest.raises(DataError) as info:
+        load_task(str(path))
+    message = str(info.value)
+    assert str(tmp_path / "same.tsv") in message and "same.tsv rows 1-3" in message
+    assert "one class only, 'a'" in message
+    with pytest.raises(ConfigError, match=r"max_train: 1 rows cannot hold the 2 classes.*d\.tsv rows 1-3"):
+        load_task(str(write_spec(tmp_path, "ok.yaml", "name: t\nformat: label-text\nlabels: [a, b]\n"
+                                 "train: d.tsv\ntest: d.tsv\n")), max_train=1)  # fmt: skip
+
+
+def test_task_names_that_cannot_be_looked_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\(300 characters\): cannot look it up as a spec file: File name too long"):
+        load_task("a" * 300, tmp_path)
+    with pytest.raises(ConfigError, match="cannot look it up as a spec file"):
+        load_task("~no-such-user-here/task.yaml", tmp_path)

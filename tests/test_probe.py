@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from dynascope.errors import ConfigError, DataError
-from dynascope.train.probe import ProbeSettings, fit_linear_probe
+from dynascope.train.probe import ProbeSettings, cv_folds, fit_linear_probe
 
 
 def blobs(n: int, classes: int, dim: int = 10, seed: int = 0, spread: float = 1.5):
@@ -62,3 +62,26 @@ def test_invalid_inputs() -> None:
         fit_linear_probe(np.zeros((4, 2)), np.zeros(4, dtype=int), 2)
     with pytest.raises(DataError, match=r"expected labels in \[0, 3\), found values in \[0, 5\]"):
         fit_linear_probe(np.zeros((4, 2)), np.array([0, 1, 2, 5]), 3)
+
+
+def test_cv_folds_shrink_to_the_smallest_class_with_a_note(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dynascope.progress._QUIET", False)
+    x, y = blobs(4, 2, spread=3.0)  # two examples per class: 5-fold CV is impossible, 2-fold works
+    result = fit_linear_probe(x, y, 2, ProbeSettings(), split="train")
+    assert result.strength in np.logspace(-4, 4, 10)
+    note = capsys.readouterr().err
+    assert "class 0 has only 2 examples in the train split (4 rows)" in note and "uses 2 folds instead of 5" in note
+    assert cv_folds(np.array([0] * 7 + [1] * 3), 5) == 3
+    assert "class 1 has only 3 examples in the training split (10 rows)" in capsys.readouterr().err
+    assert cv_folds(np.array([0, 1] * 10), 5) == 5 and not capsys.readouterr().err
+
+
+def test_cv_with_a_class_of_one_example_names_the_split_and_size() -> None:
+    x, y = blobs(5, 2)
+    y = np.array([0, 1, 1, 1, 1])
+    with pytest.raises(ConfigError, match=r"train split \(5 rows\) needs at least 2 examples.*class 0 has 1"):
+        fit_linear_probe(x, y, 2, ProbeSettings(), split="train")
+    result = fit_linear_probe(x, y, 2, ProbeSettings(protocol="fixed"))  # no CV: fine
+    assert result.weight.shape == (2, 10)

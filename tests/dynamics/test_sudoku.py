@@ -304,6 +304,30 @@ def test_reader_rejects_clashing_givens_and_missing_citation(tmp_path: Path) -> 
     assert info.value.line == 1
 
 
+def test_reader_drops_repeated_puzzles_with_a_note(tmp_path: Path) -> None:
+    grid = _random_grid(0)
+    one, other = _seventeen(grid, 0), _seventeen(grid, 1)
+    path = tmp_path / "pool.txt"
+    path.write_text(_pool_text([one] * 13 + [other, one]))
+    notes: list[str] = []
+    pool = read_pool(path, log=notes.append)
+    assert len(pool) == 2 and pool.source_line.tolist() == [2, 15]
+    assert ["".join(map(str, p.tolist())) for p in pool.puzzles] == [one, other]
+    assert notes == [f"{path}: 13 puzzle lines repeat an earlier line and are dropped; 2 distinct puzzles remain"]
+    with pytest.raises(ConfigError, match="the pool has 2 distinct puzzles"):
+        allocate_sources(SMALL, len(pool))
+
+
+def test_reader_accepts_crlf_and_cr_line_endings(tmp_path: Path) -> None:
+    lines = [_seventeen(_random_grid(0), s) for s in range(3)]
+    path = tmp_path / "pool.txt"
+    for ending in ("\r\n", "\r"):
+        path.write_bytes(_pool_text(lines).replace("\n", ending).encode())
+        pool = read_pool(path)
+        assert ["".join(map(str, p.tolist())) for p in pool.puzzles] == lines
+        assert pool.source_line.tolist() == [2, 3, 4]
+
+
 # -------------------------------------------------------------------------------------------- splits
 
 
@@ -421,6 +445,22 @@ def test_build_writes_valid_disjoint_splits(built: Path, pool: sudoku.SudokuPool
         assert np.all(board[cells] != 0)
         pairs = set(zip(source[cells].tolist(), board[cells].tolist(), strict=True))
         assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
+
+
+def test_build_from_a_pool_with_repeats_never_shares_a_puzzle(data_root: Path, tmp_path: Path) -> None:
+    real = (data_root / POOL_FILE).read_text(encoding="ascii", errors="replace").split("\n")
+    puzzles = real[1:31]
+    path = tmp_path / "pool.txt"
+    path.write_text(_pool_text([p for p in puzzles for _ in range(3)]))
+    notes: list[str] = []
+    config = SudokuBuildConfig(seed=1, easy_train=8, easy_test=4, hard_train=6, hard_valid=4, hard_test=8)
+    build_datasets(config, path, tmp_path / "build", log=notes.append)
+    assert any("60 puzzle lines repeat an earlier line" in note for note in notes)
+    owner: dict[str, str] = {}
+    for name in SPLIT_NAMES:
+        for line in load_split(tmp_path / "build", name).source_line.tolist():
+            assert owner.setdefault(puzzles[(line - 2) // 3], name) == name, "two splits share a source puzzle"
+    assert len(owner) == 30
 
 
 def test_build_is_deterministic_and_seeded(built: Path, data_root: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dynascope.data.readers import shorten
 from dynascope.data.sampling import limit_train
 from dynascope.data.spec import SPEC_SUFFIXES, load_spec
 from dynascope.data.task import Task
@@ -205,10 +206,15 @@ def load_task(
         root = resolve_data_dir(data_dir)
         task = build_task(REGISTRY[name_or_spec], root, f"expected under the data root {root}; {_ROOT_HINT}")
     else:
-        path = Path(name_or_spec).expanduser()
-        if path.suffix.lower() not in SPEC_SUFFIXES and not path.is_file():
+        try:
+            path = Path(name_or_spec).expanduser()
+            is_file = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long to look up, an unknown ~user
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"task {shorten(name_or_spec)}: cannot look it up as a spec file: {reason}") from None
+        if path.suffix.lower() not in SPEC_SUFFIXES and not is_file:
             raise ConfigError(
-                f"unknown task {name_or_spec!r}; known tasks: {', '.join(REGISTRY)} "
+                f"unknown task {shorten(name_or_spec)}; known tasks: {', '.join(REGISTRY)} "
                 f"(or give the path of a task spec file: {', '.join(SPEC_SUFFIXES)})"
             )
         defn = load_spec(path)

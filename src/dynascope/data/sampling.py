@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from dynascope.data.task import Task
+from dynascope.errors import ConfigError
 from dynascope.validation import check_int
 
 HOLDOUT_FRACTION = 0.1
@@ -54,6 +55,13 @@ def limit_train(task: Task, max_train: int | None, seed: int) -> Task:
     if max_train is None:
         return task
     seed = check_int(seed, "seed", minimum=0)
+    max_train = check_int(max_train, "max_train")
+    classes = len(set(task.train.labels))
+    if max_train < classes:
+        raise ConfigError(
+            f"max_train: {max_train} rows cannot hold the {classes} classes of the training split "
+            f"({task.train.source}); use at least {classes}"
+        )
     keep = stratified_subset(task.train.labels, max_train, seed)
     if len(keep) == len(task.train):
         return task

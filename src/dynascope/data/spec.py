@@ -1,17 +1,19 @@
 """User task specs: a YAML/JSON file naming the format, raw labels and files of a task (see ``load_task``).
 
 Every key is validated here, at the edge, with errors naming the file and the field; the result is a
-``TaskDef`` whose file paths are relative to the spec's folder.
+``TaskDef`` whose file paths are relative to the spec's folder. What the YAML/JSON loaders would absorb
+silently is refused: a key given twice, and unquoted no/yes/on/off under ``labels`` (YAML booleans).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dynascope.configfile import load_config_file
-from dynascope.data.readers import FORMATS, label_string
+from dynascope.data.readers import FORMATS, SHOWN_CHARS, label_string, shorten
 from dynascope.data.task import METRICS
 from dynascope.data.taskdef import Part, TaskDef, file_parts
 from dynascope.errors import DataError
@@ -23,12 +25,29 @@ SPEC_KEYS = (
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to about 80 characters, so a message quoting a spec value stays one short line."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _spec_name(value: Any, path: Path, key: str) -> str:
+    """A task or set name: a non-empty, printable string of at most 80 characters (it appears in messages)."""
+    if not isinstance(value, str) or not value.strip() or not value.isprintable() or len(value) > SHOWN_CHARS:
+        raise DataError(
+            f"expected a non-empty printable name of at most {SHOWN_CHARS} characters, found {_shown(value)}",
+            path=path,
+            field=key,
+        )
+    return value
+
+
 def _spec_files(value: Any, path: Path, key: str) -> tuple[str, ...]:
     """A spec's file entry: one path or a non-empty list (read one after another); relative to the spec."""
     files = [value] if isinstance(value, str) else value
     if not isinstance(files, list) or not files or not all(isinstance(f, str) and f.strip() for f in files):
         raise DataError(
-            f"expected a file path or a list of file paths, found {value!r}", path=path, field=key
+            f"expected a file path or a list of file paths, found {_shown(value)}", path=path, field=key
         )
     return tuple(files)
 
@@ -36,7 +55,7 @@ def _spec_files(value: Any, path: Path, key: str) -> tuple[str, ...]:
 def _spec_str(spec: Mapping[str, Any], key: str, path: Path, default: str | None = None) -> str | None:
     value = spec.get(key, default)
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise DataError(f"expected a non-empty string, found {value!r}", path=path, field=key)
+        raise DataError(f"expected a non-empty string, found {_shown(value)}", path=path, field=key)
     return value
 
 
@@ -46,31 +65,102 @@ def _spec_sets(
     """The ``ood``/``near_id`` entry of a spec: ``{NAME: FILE or [FILE, ...]}``."""
     value = spec.get(key, {})
     if not isinstance(value, dict):
-        raise DataError(f"expected a mapping NAME: FILE, found {value!r}", path=path, field=key)
+        raise DataError(f"expected a mapping NAME: FILE, found {_shown(value)}", path=path, field=key)
     out = {}
     for name, files in value.items():
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(f"expected non-empty set names, found {name!r}", path=path, field=key)
+        _spec_name(name, path, key)
         out[name] = parts(_spec_files(files, path, f"{key}.{name}"))
     return out
 
 
+def _check_source(path: Path) -> None:
+    """Refuse what the YAML/JSON loaders silently absorb: a key given twice (the last one wins), and
+    unquoted YAML words such as no/yes/on/off under ``labels`` (read as booleans, not as the labels)."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".json":
+
+        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj: dict[str, Any] = {}
+            for key, value in pairs:
+                if key in obj:
+                    raise DataError(f"key {shorten(key)} appears twice in one object", path=path, field=key[:40])
+                obj[key] = value
+            return obj
+
+        json.loads(text, object_pairs_hook=unique)
+        return
+    import yaml
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack, seen_nodes = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:  # an alias points back to a node already walked
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if (key.tag, key.value) in lines:
+                        raise DataError(
+                            f"key {shorten(key.value)} appears twice (lines {lines[key.tag, key.value]} and {line}); "
+                            "YAML would keep only the last",
+                            path=path,
+                            line=line,
+                            field=key.value[:40],
+                        )
+                    lines[key.tag, key.value] = line
+                stack.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    labels = next((v for k, v in root.value if k.value == "labels"), None)
+    if isinstance(labels, yaml.SequenceNode):
+        words = [
+            n.value
+            for n in labels.value
+            if n.tag == "tag:yaml.org,2002:bool" and n.value.lower() not in ("true", "false")
+        ]
+        if words:
+            read = ", ".join(label_string(yaml.SafeLoader.bool_values[w.lower()]) for w in words)
+            raise DataError(
+                f"YAML reads unquoted no/yes/on/off as booleans: {', '.join(words)} became {read}; "
+                f"quote them ({', '.join(repr(w) for w in words)}) to mean the labels written in the files",
+                path=path,
+                line=labels.start_mark.line + 1,
+                field="labels",
+            )
+
+
 def load_spec(path: Path) -> TaskDef:
     """Validate a user task spec (every key, at the edge) and turn it into a task definition."""
-    spec = load_config_file(path, "task spec")
+    try:
+        spec = load_config_file(path, "task spec")
+    except DataError as exc:
+        if "\n" not in str(exc):
+            raise
+        one_line = DataError(str(exc).split("\n", 1)[0])  # PyYAML's reader errors span two lines
+        one_line.path, one_line.line = exc.path, exc.line
+        raise one_line from None
+    except RecursionError:
+        raise DataError("cannot read the task spec file: it is nested too deeply", path=path) from None
+    except ValueError as exc:  # a YAML scalar that does not construct, such as the date 2001-02-30
+        raise DataError(f"cannot read the task spec file: {shorten(str(exc))}", path=path) from None
+    _check_source(path)
     for key in spec:
         if key not in SPEC_KEYS:
             raise DataError(
-                f"unknown key {key!r}; allowed keys: {', '.join(SPEC_KEYS)}", path=path, field=str(key)
+                f"unknown key {_shown(key)}; allowed keys: {', '.join(SPEC_KEYS)}", path=path, field=str(key)[:40]
             )
     for key in ("name", "format", "labels", "train", "test"):
         if key not in spec:
             raise DataError("required key is missing", path=path, field=key)
-    name = _spec_str(spec, "name", path)
+    name = _spec_name(spec["name"], path, "name")
     fmt = _spec_str(spec, "format", path)
     if fmt not in FORMATS:
         raise DataError(
-            f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", path=path, field="format"
+            f"unknown format {_shown(fmt)}; expected one of {', '.join(FORMATS)}", path=path, field="format"
         )
     named = fmt in ("jsonl", "glue-tsv")
     for key in ("text_field", "pair_field", "label_field"):
@@ -96,7 +186,7 @@ def load_spec(path: Path) -> TaskDef:
     if labels is None or len(labels) < 2 or len(set(labels)) != len(labels):
         raise DataError(
             f"expected a list of at least 2 distinct labels (strings, integers or booleans) as "
-            f"written in the files, found {raw!r}",
+            f"written in the files, found {_shown(raw)}",
             path=path,
             field="labels",
         )
@@ -106,14 +196,14 @@ def load_spec(path: Path) -> TaskDef:
         booleans = isinstance(names, list) and any(isinstance(v, bool) for v in names)
         hint = " (quote them: YAML reads yes/no/on/off as booleans)" if booleans else ""
         raise DataError(
-            f"expected {len(labels)} distinct non-empty names, one per label, found {names!r}{hint}",
+            f"expected {len(labels)} distinct non-empty names, one per label, found {_shown(names)}{hint}",
             path=path,
             field="label_names",
         )
     metrics = spec.get("metrics", [])
     if not isinstance(metrics, list) or any(m not in METRICS for m in metrics):
         raise DataError(
-            f"expected a list drawn from {list(METRICS)}, found {metrics!r}", path=path, field="metrics"
+            f"expected a list drawn from {list(METRICS)}, found {_shown(metrics)}", path=path, field="metrics"
         )
 
     def parts(files: tuple[str, ...]) -> tuple[Part, ...]:

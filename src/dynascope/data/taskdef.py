@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynascope.data.readers import Record, read_format, read_tweeteval
+from dynascope.data.readers import Record, read_format, read_tweeteval, shorten
 from dynascope.data.sampling import tail_split
 from dynascope.data.task import Split, Task
 from dynascope.errors import DataError
@@ -135,10 +135,23 @@ def _read_parts(parts: Sequence[Part], root: Path, task_map: Mapping[str, int]) 
     )
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name the system cannot look up (too long, a NUL) is a ``DataError``."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise DataError(f"cannot look up the file: {exc.strerror or exc}", path=_shown_path(path)) from None
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` as text, quoted when it holds characters that would break a one-line message."""
+    return str(path) if str(path).isprintable() else repr(str(path))
+
+
 def _check_files(defn: TaskDef, root: Path, hint: str) -> None:
-    missing = [root / f for f in defn.files() if not (root / f).is_file()]
+    missing = [_shown_path(root / f) for f in defn.files() if not _is_file(root / f)]
     if missing:
-        listed = ", ".join(str(p) for p in missing)
+        listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"task {defn.name!r} needs files that are missing: {listed}; {hint}", path=missing[0])
 
 
@@ -155,6 +168,13 @@ def build_task(defn: TaskDef, root: Path, hint: str) -> Task:
             f"task {defn.name!r}: {rows.segments[0][0]} has {n} rows, too few to hold out val/test"
         )
     train = rows.split("train", 0, n_train)
+    if len(set(train.labels)) < 2:
+        only = defn.label_names[train.labels[0]]
+        raise DataError(
+            f"task {defn.name!r}: the training split ({train.source}) holds one class only, "
+            f"{shorten(only)}; a classifier needs at least 2",
+            path=root / defn.train[0].files[-1],
+        )
     if defn.val is None:
         val = rows.split("val", n_train, n_train + hold)
     else:

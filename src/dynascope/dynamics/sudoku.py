@@ -70,17 +70,26 @@ class SudokuPool:
         return int(self.puzzles.shape[0])
 
 
-def read_pool(path: str | Path, num_givens: int | None = 17) -> SudokuPool:
+def read_pool(path: str | Path, num_givens: int | None = 17, *, log: Log = no_log) -> SudokuPool:
     """Read a Royle-format pool: a citation line, then one puzzle of 81 digits (0 = blank) per line.
 
     Every puzzle is checked for length, characters, its number of givens (unless ``num_givens`` is
     None) and givens that break the rules; the first bad line raises ``DataError`` with file:line.
+    Lines are split on LF, CRLF or CR. A puzzle repeated on a later line is dropped (``log`` says how
+    many), so splits drawn from disjoint rows never share a source puzzle.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError("Sudoku pool file not found", path=path)
-    raw = path.read_bytes()
-    lines = raw.decode("ascii", errors="replace").splitlines()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("Sudoku pool file not found", path=path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the Sudoku pool file: {exc.strerror or exc}", path=path) from None
+    except ValueError as exc:  # a NUL in the path
+        raise DataError(f"cannot read the Sudoku pool file: {exc}", path=path) from None
+    lines = re.split(r"\r\n|\r|\n", raw.decode("ascii", errors="replace"))
+    if lines[-1] == "":
+        lines.pop()
     if not lines:
         raise DataError("expected a citation line followed by puzzles, found an empty file", path=path)
     citation = lines[0].strip()
@@ -120,6 +129,14 @@ def read_pool(path: str | Path, num_givens: int | None = 17) -> SudokuPool:
             line=int(source_line[bad[0]]),
             field="puzzle",
         )
+    _, first = np.unique(puzzles, axis=0, return_index=True)
+    if len(first) < len(puzzles):
+        keep = np.sort(first)
+        log(
+            f"{path}: {len(puzzles) - len(keep)} puzzle lines repeat an earlier line and are dropped; "
+            f"{len(keep)} distinct puzzles remain"
+        )
+        puzzles, source_line = puzzles[keep], source_line[keep]
     return SudokuPool(
         puzzles=puzzles,
         source_line=source_line,
@@ -324,7 +341,7 @@ def allocate_sources(config: SudokuBuildConfig, pool_size: int) -> dict[str, np.
     total = sum(config.sources_needed(name) for name in SPLIT_NAMES)
     if total > pool_size:
         raise ConfigError(
-            f"the splits need {total} distinct source puzzles but the pool has {pool_size}; "
+            f"the splits need {total} distinct source puzzles but the pool has {pool_size} distinct puzzles; "
             "shrink the splits or raise boards_per_source"
         )
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 0])).permutation(pool_size)
@@ -441,7 +458,7 @@ def build_datasets(
     different finished build is refused. Solved pool lines are reused in every case.
     """
     out = Path(out)
-    pool = read_pool(pool_path)
+    pool = read_pool(pool_path, log=log)
     wanted = asdict(config)
     wanted["easy_givens"], wanted["hard_givens"] = list(config.easy_givens), list(config.hard_givens)
     if not overwrite and SUDOKU.is_finished(out) and SUDOKU.has(out, "config"):

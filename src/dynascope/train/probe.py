@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from dynascope.errors import ConfigError
-from dynascope.validation import check_array, check_choice, check_labels
+from dynascope.progress import say
+from dynascope.validation import check_array, check_choice, check_int, check_labels, check_number
 
 PROTOCOLS = ("cv", "fixed", "gd")
 SCORINGS = ("accuracy", "neg_log_loss")
@@ -43,15 +44,10 @@ class ProbeSettings:
     def __post_init__(self) -> None:
         check_choice(self.protocol, PROTOCOLS, "protocol")
         check_choice(self.scoring, SCORINGS, "scoring")
-        if (
-            self.C <= 0
-            or self.Cs < 1
-            or self.folds < 2
-            or self.max_iter < 1
-            or self.gd_steps < 1
-            or self.gd_lr <= 0
-        ):
-            raise ConfigError(f"LP settings out of range: {self}")
+        check_number(self.C, "lp C", minimum=0.0, exclusive_minimum=True)
+        check_number(self.gd_lr, "lp gd_lr", minimum=0.0, exclusive_minimum=True)
+        for name, least in (("Cs", 1), ("folds", 2), ("max_iter", 1), ("gd_steps", 1)):
+            check_int(getattr(self, name), f"lp {name}", minimum=least)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -74,14 +70,39 @@ class ProbeResult:
         return float(np.linalg.norm(self.weight))
 
 
-def _check(phi: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+def _check(phi: np.ndarray, labels: np.ndarray, num_labels: int, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Features [N, h] (float64) and labels [N] in [0, num_labels) with at least two classes present."""
     phi = check_array(phi, name="phi", ndim=2)
     labels = check_labels(labels, n=phi.shape[0], num_classes=num_labels)
     present = np.unique(labels)
     if len(present) < 2:
-        raise ConfigError(f"LP needs at least two classes in the training labels, found {present.tolist()}")
+        raise ConfigError(
+            f"LP needs at least two classes in the {split} split ({len(labels)} rows), found {present.tolist()}"
+        )
     return phi, labels
+
+
+def cv_folds(labels: np.ndarray, folds: int, split: str = "training") -> int:
+    """Stratified folds for ``labels``: ``folds``, or fewer (at least 2, with a note) when a class is smaller.
+
+    Stratified k-fold needs k members of every class (scikit-learn raises when no class has k); a class of
+    one example cannot be in both halves of any split, so it is a ``ConfigError`` naming the split and size.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    smallest = int(counts.min())
+    if smallest >= folds:
+        return folds
+    rare = int(classes[np.argmin(counts)])
+    if smallest < 2:
+        raise ConfigError(
+            f"LP cross-validation on the {split} split ({len(labels)} rows) needs at least 2 examples of every "
+            f"class; class {rare} has {smallest}; use more training rows or --lp-protocol fixed"
+        )
+    say(
+        f"note: class {rare} has only {smallest} examples in the {split} split ({len(labels)} rows); "
+        f"LP cross-validation uses {smallest} folds instead of {folds}"
+    )
+    return smallest
 
 
 def _expand(
@@ -111,10 +132,14 @@ def fit_linear_probe(
     *,
     seed: int = 0,
     init: tuple[np.ndarray, np.ndarray] | None = None,
+    split: str = "training",
 ) -> ProbeResult:
-    """Fit V, b on features ``phi`` [N, h]; ``init`` (V0, b0) is the starting head for the ``gd`` protocol."""
+    """Fit V, b on features ``phi`` [N, h]; ``init`` (V0, b0) is the starting head for the ``gd`` protocol.
+
+    ``split`` names the labels' split in messages (the ``cv`` protocol may reduce its folds, see ``cv_folds``).
+    """
     settings = settings or ProbeSettings()
-    phi, labels = _check(phi, labels, num_labels)
+    phi, labels = _check(phi, labels, num_labels, split)
     if settings.protocol == "gd":
         return _fit_gd(phi, labels, num_labels, settings, seed, init)
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -126,7 +151,7 @@ def fit_linear_probe(
             model = LogisticRegressionCV(
                 Cs=settings.Cs,
                 l1_ratios=(0.0,),
-                cv=StratifiedKFold(settings.folds),
+                cv=StratifiedKFold(cv_folds(labels, settings.folds, split)),
                 scoring=settings.scoring,
                 max_iter=settings.max_iter,
                 tol=settings.tol,
