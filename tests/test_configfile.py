@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,20 @@ def test_errors_name_file_and_line(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n", encoding="utf-8")
     with pytest.raises(DataError, match="expected a mapping at the top level of the NTK settings file, found list"):
         load_config_file(listed, "NTK settings")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("dup.yaml", "lr: 1e-3\nepochs: 2\nlr: 1e-4\n", "key 'lr' appears twice (lines 1 and 3)"),
+        ("dup.json", '{"lr": 0.001, "lr": 0.0001}', "key 'lr' appears twice"),
+        ("date.yaml", "when: 2001-02-30\n", "cannot read the settings file"),
+        ("deep.yaml", "a: " + "[" * 5000 + "\n", "nested too deeply"),
+    ],
+)
+def test_settings_files_that_loaders_would_absorb_are_one_line_errors(tmp_path, name, text, fragment) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(fragment)) as info:
+        load_config_file(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)

@@ -7,13 +7,12 @@ silently is refused: a key given twice, and unquoted no/yes/on/off under ``label
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dynascope.configfile import load_config_file
-from dynascope.data.readers import FORMATS, SHOWN_CHARS, label_string, shorten
+from dynascope.data.readers import FORMATS, SHOWN_CHARS, label_string
 from dynascope.data.task import METRICS
 from dynascope.data.taskdef import Part, TaskDef, file_parts
 from dynascope.errors import DataError
@@ -73,48 +72,14 @@ def _spec_sets(
     return out
 
 
-def _check_source(path: Path) -> None:
-    """Refuse what the YAML/JSON loaders silently absorb: a key given twice (the last one wins), and
-    unquoted YAML words such as no/yes/on/off under ``labels`` (read as booleans, not as the labels)."""
-    text = path.read_text(encoding="utf-8-sig")
+def _check_yaml_labels(path: Path) -> None:
+    """Refuse unquoted YAML words such as no/yes/on/off under ``labels``: YAML reads them as booleans, not as the
+    labels written in the files (duplicate keys and syntax are the config-file reader's job)."""
     if path.suffix.lower() == ".json":
-
-        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            obj: dict[str, Any] = {}
-            for key, value in pairs:
-                if key in obj:
-                    raise DataError(f"key {shorten(key)} appears twice in one object", path=path, field=key[:40])
-                obj[key] = value
-            return obj
-
-        json.loads(text, object_pairs_hook=unique)
         return
     import yaml
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    stack, seen_nodes = [root], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen_nodes:  # an alias points back to a node already walked
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            lines: dict[tuple[str, str], int] = {}
-            for key, value in node.value:
-                line = key.start_mark.line + 1
-                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                    if (key.tag, key.value) in lines:
-                        raise DataError(
-                            f"key {shorten(key.value)} appears twice (lines {lines[key.tag, key.value]} and {line}); "
-                            "YAML would keep only the last",
-                            path=path,
-                            line=line,
-                            field=key.value[:40],
-                        )
-                    lines[key.tag, key.value] = line
-                stack.extend((key, value))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+    root = yaml.compose(path.read_text(encoding="utf-8-sig"), Loader=yaml.SafeLoader)
     labels = next((v for k, v in root.value if k.value == "labels"), None)
     if isinstance(labels, yaml.SequenceNode):
         words = [
@@ -135,19 +100,8 @@ def _check_source(path: Path) -> None:
 
 def load_spec(path: Path) -> TaskDef:
     """Validate a user task spec (every key, at the edge) and turn it into a task definition."""
-    try:
-        spec = load_config_file(path, "task spec")
-    except DataError as exc:
-        if "\n" not in str(exc):
-            raise
-        one_line = DataError(str(exc).split("\n", 1)[0])  # PyYAML's reader errors span two lines
-        one_line.path, one_line.line = exc.path, exc.line
-        raise one_line from None
-    except RecursionError:
-        raise DataError("cannot read the task spec file: it is nested too deeply", path=path) from None
-    except ValueError as exc:  # a YAML scalar that does not construct, such as the date 2001-02-30
-        raise DataError(f"cannot read the task spec file: {shorten(str(exc))}", path=path) from None
-    _check_source(path)
+    spec = load_config_file(path, "task spec")
+    _check_yaml_labels(path)
     for key in spec:
         if key not in SPEC_KEYS:
             raise DataError(
