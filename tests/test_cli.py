@@ -103,7 +103,7 @@ def sudoku_dir(tmp_path_factory) -> Path:
 TRAIN = "train --task cb --max-train 32 --max-eval 16 --epochs 1"
 LOOPED = "dynamics train --width 8 --heads 2 --epochs 1 --batch-size 20 --loop-steps 2 --eval-steps 2"
 
-# (flags, pattern of the one error line). {model}, {out}, {file}, {sudoku} are filled in by the test.
+# (flags, pattern of the one error line). {model}, {out}, {file}, {sudoku}, {notok} are filled in by the test.
 BAD_VALUES: list[tuple[str, str]] = [
     (f"{TRAIN} --model {{model}} --method ft --lr inf --out {{out}}", r"lr: expected a finite number"),
     (f"{TRAIN} --model {{model}} --method ft --lr nan --out {{out}}", r"lr: expected a finite number"),
@@ -118,7 +118,12 @@ BAD_VALUES: list[tuple[str, str]] = [
     (f"{TRAIN} --model {{model}} --method ft --steps -1 --out {{out}}", r"steps: expected an integer >= 1"),
     (f"{TRAIN} --model {{model}} --method lp --lp-protocol fixed --lp-c 0 --out {{out}}", r"lp C: expected a fin"),
     (f"{TRAIN} --model {{model}} --method ft --lr auto --lr-grid 1e-3,x --out {{out}}", r"--lr-grid must be"),
-    (f"{TRAIN} --model {{model}} --method lora --lora-r 0 --out {{out}}", r"LoRA rank r must be >= 1"),
+    (f"{TRAIN} --model {{model}} --method lora --lora-r 0 --out {{out}}", r"LoRA rank r: expected an integer >= 1"),
+    (f"{TRAIN} --model {{model}} --method lora --lora-alpha nan --out {{out}}", r"LoRA alpha: expected a finite"),
+    (f"{TRAIN} --model {{model}} --method ft --max-length 100000 --out {{out}}", r"exceeds the model's 160 posit"),
+    (f"{TRAIN} --model {{notok}} --method ft --out {{out}}", r"holds no tokenizer .*save_pretrained"),
+    (f"{TRAIN} --model {{out}}/a/b --method ft --out {{out}}", r"model folder .*/a/b does not exist"),
+    ("train --task cb --model {model} --method lp --max-train 4 --out {out}", r"needs at least 2 examples of every"),
     (f"{TRAIN} --model {{model}} --method ft --batch-size x --out {{out}}", r"invalid int value: 'x'"),
     (f"{TRAIN} --model ./no-such-folder --method ft --out {{out}}", r"does not exist"),
     ("compare --task cb --seeds 1,x --out {out}", r"--seeds must be comma-separated integers"),
@@ -149,7 +154,35 @@ def test_each_bad_value_is_one_line_and_a_non_zero_exit(
     a_file = tmp_path / "a-file.txt"
     a_file.write_text("not a directory\n", encoding="utf-8")
     out = tmp_path / "out"
-    argv = [*flags.format(model=tiny, out=out, file=a_file, sudoku=sudoku_dir).split(), "--quiet"]
+    notok = tmp_path / "no-tokenizer"
+    notok.mkdir()
+    (notok / "config.json").write_text((tiny / "config.json").read_text(encoding="utf-8"), encoding="utf-8")
+    argv = [*flags.format(model=tiny, out=out, file=a_file, sudoku=sudoku_dir, notok=notok).split(), "--quiet"]
     rc, err = run_cli(argv, capsys)
     assert_one_line(rc, err, pattern)
     assert not runio.FINETUNE.is_finished(out) and not runio.LOOPED.is_finished(out)
+
+
+def test_a_hub_id_fails_at_once_when_offline_and_not_cached(monkeypatch, tmp_path) -> None:
+    import socket
+    import time
+
+    from dynascope.errors import ConfigError
+    from dynascope.models.backbone import resolve_model
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"not a local folder .* cannot be reached"):
+        resolve_model("someone/some-model")
+    with pytest.raises(ConfigError, match=r"not a local folder .* cannot be reached"):
+        resolve_model("mymodel")  # a bare name is a hub id only when nothing here is called so
+    assert time.perf_counter() - started < 5
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ConfigError, match="model folder models/tiny does not exist"):
+        resolve_model("models/tiny")  # its first component exists here: a path, never sent to the hub

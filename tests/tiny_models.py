@@ -98,7 +98,7 @@ def tiny_decoder(family: str, tokenizer, *, hidden: int = 16, layers: int = 2, s
         use_cache=False,
     )
     if family == "gpt2":
-        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=2, n_positions=64, **common)
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=2, n_positions=160, **common)
         return GPT2Model(config).eval()
     sizes = dict(
         hidden_size=hidden,
@@ -106,7 +106,7 @@ def tiny_decoder(family: str, tokenizer, *, hidden: int = 16, layers: int = 2, s
         num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=64,
+        max_position_embeddings=160,
         **common,
     )
     if family == "llama":

@@ -99,6 +99,10 @@ def write_safetensors(
     return _atomic_write(Path(path), lambda tmp: save_file(clean, str(tmp), metadata=metadata))
 
 
+_REPRODUCIBILITY_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+"""Environment variables that change the bits of a result (threads, MKL's reproducibility mode, cuBLAS)."""
+
+
 def environment(seed: int | None = None) -> dict[str, Any]:
     """Versions, threads and platform: enough to tell two runs' software apart."""
     import torch
@@ -113,6 +117,7 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "cuda": torch.cuda.is_available(),
         "numpy": np.__version__,
         "seed": seed,
+        "reproducibility_env": {k: os.environ[k] for k in _REPRODUCIBILITY_ENV if k in os.environ},
     }
     for dist in ("transformers", "peft", "scikit-learn", "scipy", "dynascope"):
         try:
@@ -363,6 +368,13 @@ LOOPED = RunKind(
     resumable=("checkpoint",),
 )
 """A looped-attention model trained on Sudoku (``dynascope dynamics train``), and its analysis."""
+
+EVALUATION = RunKind(
+    "puzzle evaluation",
+    marker="results",
+    files={"results": "results.json", "table": "results.md"},
+)
+"""A looped model scored on a user's puzzle file (``dynascope dynamics evaluate``): results.json is written last."""
 
 SUDOKU = RunKind(
     "Sudoku build",

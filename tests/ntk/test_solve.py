@@ -77,3 +77,14 @@ def test_shape_errors(data) -> None:
     fitted = KernelRidge().fit(k_tr, y_tr)
     with pytest.raises(ConfigError, match="training examples"):
         fitted.predict(k_te[:, :, :-1, :])
+
+
+def test_the_row_logistic_solver_takes_a_training_set_smaller_than_five() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4))
+    k = np.einsum("ih,jh->ij", x, x)
+    kernel = np.einsum("ij,cd->icjd", k, np.eye(2))
+    solver = KernelRowLogistic().fit(kernel, np.array([0, 1, 0]))
+    assert solver.decision_function(kernel).shape == (3, 2)
+    with pytest.raises(ConfigError, match="at least 2 training examples"):
+        KernelRowLogistic().fit(kernel[:1, :, :1], np.array([0]))

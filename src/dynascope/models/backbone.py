@@ -13,8 +13,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
+import socket
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -106,8 +109,22 @@ def _model_folder(root: Path) -> Path:
     return candidates[0].parent
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+"""Files of which a model folder must hold one: without a vocabulary, transformers builds a near-empty tokenizer
+that maps every word to the unknown token, and training runs on nothing."""
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
+_ROBERTA_STYLE = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod")
+"""Model types whose position ids start after the pad id (padding_idx + 1), so they hold that many fewer tokens."""
+
+
 def resolve_model(spec: str) -> str:
-    """Map a model spec (``default``, ``mpnet-base``, a folder, or a hub id) to what ``from_pretrained`` takes."""
+    """Map a model spec (``default``, ``mpnet-base``, a folder, or a hub id) to what ``from_pretrained`` takes.
+
+    A local folder must hold ``config.json`` and a tokenizer. A spec that looks like a path (``./x``, ``a/b/c``,
+    a first component that exists here) is never sent to the hub; a hub id that is not in the local cache is
+    refused at once when the hub cannot be reached, instead of being retried.
+    """
     if spec == "default":
         return str(default_model_path())
     if spec == "mpnet-base":
@@ -115,13 +132,55 @@ def resolve_model(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
+            raise ConfigError(f"model folder {path} has no config.json (expected a Hugging Face model folder)")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES) and not any(path.glob("*.model")):
             raise ConfigError(
-                f"model folder {path} has no config.json (expected a Hugging Face model folder)"
+                f"model folder {path} holds no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...); save it with "
+                f"tokenizer.save_pretrained({str(path)!r})"
             )
         return str(path)
-    if spec.startswith((".", "/", "~")):
+    first = Path(spec.split("/", 1)[0]).expanduser()
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec) or (first != path and first.exists()):
         raise ConfigError(f"model folder {spec} does not exist")
-    return spec  # a hub id; from_pretrained reports network failures itself
+    _check_hub_reachable(spec)
+    return spec
+
+
+def _check_hub_reachable(repo_id: str, timeout_s: float = 3.0) -> None:
+    """Refuse a hub id at once when it is not cached and the hub cannot be reached (offline, or HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    hint = "pass 'default', 'mpnet-base' or a local Hugging Face model folder"
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"model {repo_id!r} is not a local folder nor in the Hugging Face cache, and "
+                          f"HF_HUB_OFFLINE is set; {hint}")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        raise ConfigError(
+            f"model {repo_id!r} is not a local folder (no {repo_id} here) nor in the Hugging Face cache, and the "
+            f"hub ({host}) cannot be reached; {hint}"
+        ) from None
+
+
+def max_positions(config: object) -> int | None:
+    """How many tokens the backbone can take (None when its config does not say)."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(n, int):
+        return None
+    if getattr(config, "model_type", None) in _ROBERTA_STYLE:
+        n -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return n
+
+
+def check_max_length(backbone: nn.Module, max_length: int) -> None:
+    """Refuse a ``--max-length`` beyond the backbone's positions (its embeddings would be indexed out of range)."""
+    limit = max_positions(getattr(backbone, "config", None))
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"max_length {max_length} exceeds the model's {limit} positions; use --max-length {limit}")
 
 
 def _from_pretrained(auto: type, where: str, attn_implementation: str) -> nn.Module:

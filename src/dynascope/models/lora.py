@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dynascope.errors import ConfigError
+from dynascope.validation import check_int, check_number
 
 # (query, value) projection names by architecture family: BERT/RoBERTa, MPNet, DistilBERT, decoder-style.
 QUERY_VALUE_NAMES: tuple[tuple[str, str], ...] = (
@@ -38,14 +39,11 @@ class LoraSettings:
     target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"LoRA rank r must be >= 1, got {self.r}")
-        if self.alpha <= 0:
-            raise ConfigError(f"LoRA alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
-        if self.init_std is not None and self.init_std <= 0:
-            raise ConfigError(f"LoRA init_std must be positive, got {self.init_std}")
+        check_int(self.r, "LoRA rank r")
+        check_number(self.alpha, "LoRA alpha", minimum=0.0, exclusive_minimum=True)
+        check_number(self.dropout, "LoRA dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        if self.init_std is not None:
+            check_number(self.init_std, "LoRA init_std", minimum=0.0, exclusive_minimum=True)
 
     @property
     def scale(self) -> float:

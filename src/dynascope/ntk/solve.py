@@ -91,12 +91,20 @@ class KernelRowLogistic(_KernelEstimator):
     def fit(self, kernel: Tensor | np.ndarray, y: np.ndarray | Tensor) -> KernelRowLogistic:
         """Fit on the train×train kernel and train labels."""
         from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
 
         k, y = self._fit_shapes(kernel, y)
+        targets = self._row_targets(y)
+        smallest = int(np.bincount(targets, minlength=2).min())  # N positive rows: one per training example
+        if smallest < 2:
+            raise ConfigError(f"the kernel-row logistic solver needs at least 2 training examples, got {len(y)}")
         self.model_ = LogisticRegressionCV(
-            max_iter=self.max_iter, random_state=self.random_state, use_legacy_attributes=False
+            cv=StratifiedKFold(min(5, smallest)),  # the paper's 5 folds, fewer only for a tiny training set
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+            use_legacy_attributes=False,
         )
-        self.model_.fit(k, self._row_targets(y))
+        self.model_.fit(k, targets)
         return self
 
     def _row_targets(self, y: np.ndarray) -> np.ndarray:

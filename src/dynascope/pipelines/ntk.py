@@ -83,7 +83,7 @@ def _build_state(
     """(classifier in eval mode, tokenizer, task, info) for the requested state (``pooling``: resolved)."""
     from dynascope.data import load_task
     from dynascope.data.encode import encode_split, resolve_pair_template
-    from dynascope.models.backbone import load_backbone
+    from dynascope.models.backbone import check_max_length, load_backbone
     from dynascope.models.classifier import Classifier
     from dynascope.models.lora import LoraSettings, apply_lora
     from dynascope.train.evaluate import predict
@@ -100,6 +100,7 @@ def _build_state(
         return clf, tokenizer, task, info
     task = load_task(config.task, data_dir)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="eager")
+    check_max_length(backbone, config.max_length)
     clf = Classifier(backbone, task.num_labels, pooling=pooling, seed=config.seed).eval()
     info["head_norm_init"] = clf.head_norm()
     info["pair_template"] = resolve_pair_template("auto", tokenizer)

@@ -30,7 +30,7 @@ from dynascope.analysis.verdicts import learned, learning_margin, majority_basel
 from dynascope.data import load_task, stratified_subset
 from dynascope.data.encode import PAIR_TEMPLATES, encode_split, resolve_pair_template
 from dynascope.errors import ConfigError
-from dynascope.models.backbone import load_backbone, load_tokenizer, resolve_pooling
+from dynascope.models.backbone import check_max_length, load_backbone, load_tokenizer, resolve_pooling
 from dynascope.models.classifier import POOLING_CHOICES, Classifier, require_varying_phi
 from dynascope.models.lora import LoraSettings, apply_lora, count_trainable, load_lora_state, lora_state_dict
 from dynascope.progress import say
@@ -282,6 +282,7 @@ def run(
 
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="sdpa")  # no JVPs in training
+    check_max_length(backbone, config.max_length)
     encode = lambda split: encode_split(split, tokenizer, config.max_length, pair_template)  # noqa: E731
     train_enc = encode(task.train)
     evals = {key: encode(split) for key, split in eval_splits(task, config.max_eval, config.seed).items()}
