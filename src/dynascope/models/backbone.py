@@ -166,6 +166,12 @@ def _check_hub_reachable(repo_id: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (transformers' loading errors run to twenty lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def max_positions(config: object) -> int | None:
     """How many tokens the backbone can take (None when its config does not say)."""
     n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -218,7 +224,7 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
         model = _from_pretrained(AutoModel, where, attn_implementation)
     except OSError as exc:
         raise ConfigError(
-            f"could not load model {spec!r} ({exc.__class__.__name__}: {exc}). Offline, pass 'default', "
+            f"could not load model {spec!r} ({exc.__class__.__name__}: {_first_line(exc)}). Offline, pass 'default', "
             "'mpnet-base' or a local Hugging Face model folder."
         ) from exc
     finally:
@@ -265,7 +271,7 @@ def resolve_pooling(requested: str, spec: str) -> str:
     try:
         config = AutoConfig.from_pretrained(where)
     except OSError as exc:
-        raise ConfigError(f"could not read the config of model {spec!r} ({exc})") from exc
+        raise ConfigError(f"could not read the config of model {spec!r} ({_first_line(exc)})") from exc
     chosen, why = auto_pooling(config, checkpoint_pooling(spec))
     say(f"pooling: {chosen} (auto; {why})")
     return chosen
@@ -295,6 +301,6 @@ def load_tokenizer(spec: str) -> object:
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec))
     except OSError as exc:
-        raise ConfigError(f"could not load the tokenizer of model {spec!r} ({exc})") from exc
+        raise ConfigError(f"could not load the tokenizer of model {spec!r} ({_first_line(exc)})") from exc
     ensure_pad_token(tokenizer)
     return tokenizer
