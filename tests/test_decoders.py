@@ -259,3 +259,13 @@ def test_ntk_pipeline_on_a_decoder(folders: dict[str, Path], keyword_task: Path,
     assert (stats["pooling"], stats["pair_template"]) == ("last", "eos")
     assert sorted(stats["blocks"]) == sorted(BLOCKS["gpt2"])
     assert stats["pre"]["rank"] > stats["num_labels"]  # not the rank-C kernel of a constant φ
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_exact_traces_by_ghost_norms_match_the_vjp_route(family: str, clf: Classifier, side: str) -> None:
+    # GPT-2's Conv1D and Llama's RMSNorm have no ghost rule: their parameters must fall back to the VJP exactly
+    from dynascope.ntk.trace import JacobianOperator
+
+    op = JacobianOperator(kernel_model(clf), _batch(4, side, seed=5), None, "logits")
+    ghost, vjp = op.exact_trace(chunk=3), op.exact_trace(method="vjp")
+    assert ghost > 0 and abs(ghost - vjp) <= 1e-10 * vjp, (ghost, vjp)
