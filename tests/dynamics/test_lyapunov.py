@@ -9,8 +9,13 @@ import pytest
 import torch
 from torch.func import jacrev
 
-from dynascope.dynamics.jacobian import Step
-from dynascope.dynamics.lyapunov import lyapunov_benettin, lyapunov_exact, lyapunov_lanczos
+from dynascope.dynamics.jacobian import Step, step_jacobian
+from dynascope.dynamics.lyapunov import (
+    lyapunov_benettin,
+    lyapunov_exact,
+    lyapunov_lanczos,
+    row_space_basis,
+)
 
 F64 = torch.float64
 
@@ -208,3 +213,59 @@ def test_benettin_random_start_with_sweeps_equals_exact_on_looped_sa(normalize: 
     assert float(((swept.exponents - top).abs() / top.abs()).max()) <= 1e-3
     with pytest.raises(ValueError, match="sweeps"):
         lyapunov_benettin(step, x0, T, k, sweeps=-1)
+
+
+def _high_precision_mean(step: Step, x0: torch.Tensor, T: int, keep: int, digits: int = 300) -> float:
+    """Brute force: the mean of the top ``keep`` exponents from the product of the float64 one-step Jacobians,
+    multiplied and decomposed (SVD) in ``digits``-digit arithmetic, so that nothing under- or overflows."""
+    mpmath = pytest.importorskip("mpmath")
+    n = x0.numel()
+    with mpmath.workdps(digits):
+        x, prod = x0, mpmath.eye(n)
+        for _ in range(T):
+            prod = mpmath.matrix(step_jacobian(step, x).tolist()) * prod
+            x = step(x).detach()
+        sv = sorted(mpmath.svd_r(prod, compute_uv=False), reverse=True)
+        return float(sum(mpmath.log(s) for s in sv[:keep]) / (keep * T))
+
+
+def test_mean_over_non_null_directions_equals_dense_brute_force() -> None:
+    """The mean over the n − null_dims non-null directions, exact route and matrix-free Benettin from the row
+    space of J(x_0), equals the mean of the top n − S exponents of the float64 SVD of the unrolled Jacobian."""
+    S, D, T = 4, 5, 8
+    step, x0 = looped_map(S, D, eta=0.8, normalize=True)
+    n = S * D
+    brute = torch.log(torch.linalg.svdvals(unrolled_jacobian(step, x0, T))) / T
+    expected = float(brute[: n - S].mean())
+    exact = lyapunov_exact(step, x0, T, null_dims=S)
+    assert exact.unresolved == S
+    assert exact.mean == pytest.approx(expected, abs=1e-12)
+    start = row_space_basis(step, x0, n - S, seed=4)
+    ben = lyapunov_benettin(step, x0, T, k=n - S, q0=start, null_dims=S)
+    assert ben.mean == pytest.approx(expected, abs=1e-12)
+    # from a random start the same volume is off by the angle between the start and the row space
+    assert abs(lyapunov_benettin(step, x0, T, k=n - S, null_dims=S, seed=4).mean - expected) > 1e-4
+
+
+def test_mean_stays_finite_and_exact_where_the_product_underflows() -> None:
+    """Over a long horizon the float64 product cannot resolve the smallest non-null exponents (they come out
+    −inf, beyond the null_dims nulls); the mean is still finite and equals the brute force."""
+    # a normal map with one exact null: 0.01^400 / 2^400 is far below float64's resolution
+    s = torch.tensor([2.0, 1.0, 0.5, 0.01, 0.0], dtype=F64)
+    Q = orthogonal(5, 8)
+    step = linear(Q @ torch.diag(s) @ Q.T)
+    ones = torch.ones(5, dtype=F64)
+    res = lyapunov_exact(step, ones, T=400, null_dims=1)
+    assert res.unresolved >= 2
+    assert res.mean == pytest.approx(float(torch.log(s[:4]).mean()), abs=1e-12)
+    ben = lyapunov_benettin(step, ones, 400, k=4, q0=row_space_basis(step, ones, 4), null_dims=1)
+    assert ben.mean == pytest.approx(float(torch.log(s[:4]).mean()), abs=1e-12)
+    # a normalised looped map, against a 300-digit product of its Jacobians
+    S, D, T = 3, 3, 64
+    step, x0 = looped_map(S, D, eta=0.8, normalize=True, seed=1)
+    exact = lyapunov_exact(step, x0, T, null_dims=S)
+    assert exact.unresolved > S and math.isfinite(exact.mean)
+    expected = _high_precision_mean(step, x0, T, S * D - S)
+    assert exact.mean == pytest.approx(expected, abs=1e-12)
+    finite = exact.exponents[torch.isfinite(exact.exponents)]
+    assert float(finite.mean()) > expected + 0.01  # averaging only the resolved exponents is biased upwards

@@ -1,9 +1,11 @@
-"""``dynascope dynamics train`` (looped SA on Sudoku), ``dynascope dynamics analyze RUN_DIR`` and
-``dynascope reproduce dynamics`` (the whole study: :func:`dynascope.experiments.dynamics.reproduce`).
+"""``dynascope dynamics train`` (looped SA on Sudoku), ``dynascope dynamics analyze RUN_DIR``,
+``dynascope dynamics evaluate RUN_DIR --puzzles FILE`` and ``dynascope reproduce dynamics`` (the whole study:
+:func:`dynascope.experiments.dynamics.reproduce`).
 
 ``train`` reads boards built by ``dynascope sudoku build --out DIR`` (``--sudoku-dir DIR``); settings come
 from flags, or from a YAML/JSON file of ``TrainConfig`` fields (``--config``; flags override it).
-``analyze`` writes ``analysis.json`` and ``figures/*.png`` into the run directory.
+``analyze`` writes ``analysis.json`` and ``figures/*.png`` into the run directory. ``evaluate`` scores the run
+on a puzzle file (:func:`dynascope.pipelines.dynamics.evaluate_puzzles`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dynascope.dynamics.sudoku import SPLIT_NAMES
 from dynascope.dynamics.train import TrainConfig
 from dynascope.errors import ConfigError
 from dynascope.experiments.dynamics import EXTRA_RUNS, PRESETS, RUNS, publish, reproduce
-from dynascope.pipelines.dynamics import analyze_run_dir, train_from_sudoku_dir
+from dynascope.pipelines.dynamics import EVALUATE_STEPS, analyze_run_dir, evaluate_puzzles, train_from_sudoku_dir
 from dynascope.progress import say
 from dynascope.runio import LOOPED
 
@@ -117,9 +119,26 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    steps = _int_list(args.steps, "--steps") if args.steps is not None else EVALUATE_STEPS
+    result = evaluate_puzzles(args.run_dir, args.puzzles, steps, args.limit, args.out, args.device)
+    print(f"{'T':>5}  {'boards':>7}  {'blank cells':>11}")
+    for t in result["steps"]:
+        print(f"{t:>5}  {100 * result['board_accuracy'][t]:>6.1f}%  {100 * result['cell_accuracy'][t]:>10.1f}%")
+    aside = [
+        f"{result[key]['count']} {what}"
+        for key, what in (("unsolvable", "unsolvable"), ("multiple_solutions", "not unique"))
+    ]
+    print(f"scored {result['scored']} of {result['read']} puzzles ({', '.join(aside)})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``dynamics train`` and ``dynamics analyze``."""
-    parser = sub.add_parser("dynamics", help="looped self-attention on Sudoku: train, analyse the dynamics")
+    """Add ``dynamics train``, ``dynamics analyze`` and ``dynamics evaluate``."""
+    parser = sub.add_parser(
+        "dynamics", help="looped self-attention on Sudoku: train, analyse the dynamics, score puzzle files"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
     train = actions.add_parser("train", help="train ItrSA / AKOrN / symmetric SA on Sudoku and evaluate vs T")
@@ -165,12 +184,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--eig-k", type=int, help="eigenvalues by Arnoldi above --dense-max (default 128)")
     analyze.add_argument("--benettin-k", type=int, help="exponents by Benettin above --exact-max-dim (default 64)")
     analyze.add_argument(
-        "--full-mean", action="store_true", help="mean exponent by full-rank Benettin where the product cannot"
+        "--full-mean", action="store_true", help="above --exact-max-dim: mean of all non-null exponents (O(n²) memory)"
     )
     analyze.add_argument("--seed", type=int)
     analyze.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
     analyze.add_argument("--threads", type=int, help="torch CPU threads")
     analyze.set_defaults(func=_analyze)
+
+    evaluate = actions.add_parser("evaluate", help="board and blank-cell accuracy vs T on a puzzle file")
+    evaluate.add_argument("run_dir", help="a finished `dynamics train` run directory")
+    add_common(evaluate, data=False, out=False)
+    evaluate.add_argument(
+        "--puzzles", required=True, help="81 characters per line (0 or . = blank) or CSV with quizzes/puzzle columns"
+    )
+    evaluate.add_argument("--steps", help="comma-separated loop counts T (default 8,16,32,64,128)")
+    evaluate.add_argument("--limit", type=int, help="score only the first N puzzles of the file")
+    evaluate.add_argument("--out", help="output directory (default RUN_DIR/evaluate-<file stem>)")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads")
+    evaluate.set_defaults(func=_evaluate)
 
 
 def _reproduce(args: argparse.Namespace) -> int:

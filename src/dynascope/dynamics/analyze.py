@@ -14,12 +14,13 @@ weights and C fixed (the state map only, not the readout: note §6.7). Per board
   sweeps (which make Benettin return the same finite-T exponents as the exact route). null_dims = number
   of normalised blocks
   (S·D/N: S for token-wise norms, S·D/N for oscillator-wise, 0 without norm): each block has an exact
-  radial null direction, and the mean exponent leaves those out. The exact product cannot resolve exponents
-  below about λ_max − ln(1/(n·eps))/T (≈ λ_max − 1.7 at T = 16): they come out −inf and so does ``mean``;
-  ``mean_resolved`` averages the finite ones (biased upwards), and with ``full_mean`` ``mean_benettin`` gives
-  the mean from Benettin QR with k = n − null_dims tangents (re-orthonormalised every step, so nothing is
-  lost to the product's dynamic range; finite-T bias O(1/T) from the random start; costs about 5× the
-  exact exponents: 3 min more per model at n = 1944 on this machine);
+  radial null direction. ``mean`` is the mean over the other ``mean_over`` = n − null_dims exponents: the
+  paper's λ̄ = (1/M) Σ λ_i with M read as the number of exponents that are not normalization nulls (with
+  all n it is −∞). It comes from the QR volume (``dynamics.lyapunov``), so it stays finite where the exact
+  product cannot resolve single exponents below about λ_max − ln(1/(n·eps))/T (≈ λ_max − 1.7 at T = 16; those
+  are −inf in ``top`` and counted in ``unresolved``). Above ``exact_max_dim`` it is the mean of the Benettin
+  top k (``mean_over`` = k) unless ``full_mean``: then Benettin with k = n − null_dims tangents started in the
+  row space of J(x_0), which gives the same exact mean matrix-free (memory O(n²));
 - along t = 0..``trace_steps``: pseudo-energy −⟨X, C + MSA(X)⟩, cos(MSA(X), J_MSA X), the model's own
   energy (symmetric models), and at t in ``ci_times`` the contribution index of J_MSA + J_MSAᵀ (top 2 %;
   dense ``eigh`` when n ≤ ``dense_max``, else Lanczos).
@@ -42,7 +43,7 @@ from torch.func import jvp
 
 from dynascope.dynamics.jacobian import Step, step_jacobian
 from dynascope.dynamics.layers import oscillator_blocks
-from dynascope.dynamics.lyapunov import lyapunov_benettin, lyapunov_exact
+from dynascope.dynamics.lyapunov import lyapunov_benettin, lyapunov_exact, row_space_basis
 from dynascope.dynamics.models import AKOrN, LoopedSA, SymmetricItrSA
 from dynascope.dynamics.spectral import (
     SpectralNorm,
@@ -144,12 +145,6 @@ def _bound(model: LoopedSA, maps: _FlatMaps, x: Tensor, j_msa: float) -> dict[st
     }
 
 
-def _resolved_mean(exponents: Tensor) -> float:
-    """Mean of the finite (resolved) exponents; biased upwards when some were unresolved (−inf)."""
-    finite = exponents[torch.isfinite(exponents)]
-    return float(finite.mean()) if finite.numel() else float("nan")
-
-
 def _all_or_none(flags: Sequence[bool | None]) -> bool | None:
     """True/False over the boards where a check applies; None where it applies to none."""
     known = [f for f in flags if f is not None]
@@ -192,17 +187,19 @@ def analyze_board(model: LoopedSA, puzzles: Tensor, config: AnalysisConfig, seed
         bound["holds"] = bool(norm.value <= bound["bound"] * (1 + 1e-6))
 
     nulls = null_dims(model)
-    mean_benettin = None
     if n <= config.exact_max_dim:
         lyap = lyapunov_exact(maps.step, x0, config.lyap_steps, null_dims=nulls)
-        if config.full_mean and lyap.unresolved > nulls:
-            full = lyapunov_benettin(maps.step, x0, config.lyap_steps, k=n - nulls, seed=seed, null_dims=nulls)
-            mean_benettin = full.mean
+        mean, mean_over = lyap.mean, n - nulls
     else:
         k_b = min(config.benettin_k, n - nulls)
         lyap = lyapunov_benettin(
             maps.step, x0, config.lyap_steps, k=k_b, seed=seed, null_dims=nulls, sweeps=config.benettin_sweeps
         )
+        mean, mean_over = lyap.mean, k_b
+        if config.full_mean:
+            start = row_space_basis(maps.step, x0, n - nulls, seed=seed)
+            full = lyapunov_benettin(maps.step, x0, config.lyap_steps, k=n - nulls, q0=start, null_dims=nulls)
+            mean, mean_over = full.mean, n - nulls
 
     energy, cos, own_energy = [], [], []
     for x in states[: min(config.trace_steps + 1, finite)]:
@@ -237,9 +234,8 @@ def analyze_board(model: LoopedSA, puzzles: Tensor, config: AnalysisConfig, seed
             "null_dims": lyap.null_dims,
             "unresolved": lyap.unresolved,
             "max": lyap.max,
-            "mean": lyap.mean,
-            "mean_resolved": _resolved_mean(lyap.exponents),
-            "mean_benettin": mean_benettin,
+            "mean": mean,
+            "mean_over": mean_over,
             "top": [float(v) for v in lyap.exponents[: min(32, len(lyap.exponents))]],
         },
         "pseudo_energy": energy,
@@ -268,8 +264,7 @@ def _diverged(model: LoopedSA, n: int, finite: int, config: AnalysisConfig) -> d
             "unresolved": 0,
             "max": nan,
             "mean": nan,
-            "mean_resolved": nan,
-            "mean_benettin": None,
+            "mean_over": 0,
             "top": [],
         },
         "pseudo_energy": [],

@@ -6,8 +6,18 @@ For ``x_{t+1} = step(x_t)`` the paper (§5.3) defines ``lambda_i = (1/T) ln sigm
 ``lyapunov_benettin`` estimates the top k asymptotic exponents by QR-renormalised tangents (cheapest,
 but biased at small T from a random start). Normalization (Pi / RMSNorm per token or oscillator) gives
 each normalised block an exact radial null direction, so that many singular values are 0 and their
-exponents are ``-inf``; the caller passes their count (``S*D/N``) as ``null_dims`` and the mean leaves
-them out. Pure functions: no files, no printing.
+exponents are ``-inf``; the caller passes their count (``S*D/N``) as ``null_dims``.
+
+The mean exponent is the mean over the ``n - null_dims`` directions that are not those exact nulls. The
+paper defines the mean of the whole spectrum, λ̄ = (1/M) Σ λ_i; with M = n it is always −∞ under
+normalization, so we read M as the number of exponents that are not normalization nulls (the paper does
+not say how it treats them). It is computed as a volume, so that no finite exponent is lost to underflow:
+the sum of the top ``r = n - null_dims`` log singular values of ``J_{f^T}`` is ln of the r-volume it
+stretches the complement of its kernel by, and pushing an orthonormal basis of the row space of ``J(x_0)``
+through the T steps with a QR after each one accumulates that volume as Σ ln|diag R| (each step's
+dynamic range only, never the product's). ``lyapunov_exact`` does this on its dense Jacobians;
+``lyapunov_benettin`` with ``k = n - null_dims`` and ``q0 = row_space_basis(...)`` does it matrix-free.
+Pure functions: no files, no printing.
 """
 
 from __future__ import annotations
@@ -29,12 +39,14 @@ from dynascope.validation import check_flat, check_int
 class LyapunovResult:
     """Exponents sorted descending (float64), their max and mean, and how they were computed.
 
-    ``mean`` averages the top ``min(k, n - null_dims)`` exponents, i.e. it leaves out the ``null_dims``
-    smallest of the n exponents. ``unresolved`` counts exponents reported as ``-inf``: singular values
-    (exact) or QR diagonals (Benettin) at or below ``n * eps`` of the state's dtype relative to the
-    largest (Lanczos: exactly zero). When the reported exponents include the null directions (exact, or
-    ``k > n - null_dims``) it should equal ``null_dims``; a larger count means real contraction beyond
-    what the method resolves (the mean is then ``-inf``).
+    ``mean`` is the mean over the top ``min(k, n - null_dims)`` exponents, i.e. without the ``null_dims``
+    normalization nulls. ``lyapunov_exact`` computes it from the QR volume (module docstring), so it stays
+    finite where single small exponents are unresolved; Benettin and Lanczos average the exponents they
+    return (from the volume too for Benettin with ``k = n - null_dims`` from ``row_space_basis``).
+    ``unresolved`` counts exponents reported as ``-inf``: singular values (exact) or QR diagonals
+    (Benettin) at or below ``n * eps`` of the state's dtype relative to the largest (Lanczos: exactly
+    zero). When the reported exponents include the null directions (exact, or ``k > n - null_dims``) it
+    equals ``null_dims`` unless the contraction over T steps exceeds what the float64 product resolves.
     """
 
     exponents: torch.Tensor
@@ -53,14 +65,16 @@ class LyapunovResult:
         return out
 
 
-def _summarise(exponents: torch.Tensor, n: int, method: str, T: int, k: int, null_dims: int) -> LyapunovResult:
-    """Sort the exponents and form max and the null-excluding mean."""
+def _summarise(
+    exponents: torch.Tensor, n: int, method: str, T: int, k: int, null_dims: int, mean: float | None = None
+) -> LyapunovResult:
+    """Sort the exponents and form max and (unless given) the null-excluding mean of the top ones."""
     exponents = torch.sort(exponents, descending=True).values
     keep = min(k, n - null_dims)
     return LyapunovResult(
         exponents=exponents,
         max=float(exponents[0]),
-        mean=float(exponents[:keep].mean()),
+        mean=float(exponents[:keep].mean()) if mean is None else mean,
         method=method,
         T=T,
         k=k,
@@ -86,6 +100,31 @@ def _check_finite(values: torch.Tensor, what: str, t: int) -> None:
         )
 
 
+def _log_volume(r: torch.Tensor, rtol: float) -> float:
+    """Σ ln|diag R| of one QR of pushed tangents; ``-inf`` when a diagonal is at or below ``rtol`` times the
+    largest (a direction the step annihilates beyond the declared nulls)."""
+    diag = torch.diagonal(r).abs()
+    if bool((diag <= rtol * diag.max()).any()):
+        return -math.inf
+    return float(torch.log(diag).sum())
+
+
+def row_space_basis(step: Step, x0: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """An orthonormal (n, k) float64 basis of span(J(x_0)ᵀ g_1, …, J(x_0)ᵀ g_k) for Gaussian g (k VJPs).
+
+    With ``k = n - null_dims`` = rank J(x_0) this is the complement of the first step's kernel: the start
+    from which ``lyapunov_benettin``'s k-volume, and so its mean, is exact for any T (module docstring).
+    """
+    x = check_flat(x0, "x0")
+    check_int(k, "k", minimum=1, maximum=x.numel())
+    gen = torch.Generator().manual_seed(seed)
+    sketch = torch.randn(k, x.numel(), generator=gen, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
+    _, pullback = vjp(step, x)
+    rows = vmap(lambda u: pullback(u)[0])(sketch)
+    _check_finite(rows, "row-space sketch", 0)
+    return torch.linalg.qr(rows.T.to(torch.float64)).Q
+
+
 def lyapunov_exact(
     step: Step,
     x0: torch.Tensor,
@@ -95,36 +134,49 @@ def lyapunov_exact(
     mode: Literal["fwd", "rev"] = "rev",
     chunk_size: int | None = None,
 ) -> LyapunovResult:
-    """All n exponents from the singular values of the T-step Jacobian, built as a float64 chain product.
+    """All n exponents from the singular values of the T-step Jacobian, built as a float64 chain product,
+    and their mean over the ``n - null_dims`` non-null directions from the QR volume.
 
     The one-step Jacobians ``J(x_t)`` (``step_jacobian`` in ``x0``'s dtype, then float64) are multiplied
     along the trajectory; after each product the running matrix is divided by its Frobenius norm and
     the log of that norm is accumulated, so long horizons neither overflow nor underflow. Singular values
     at or below ``rank_rtol * sigma_max`` (default ``n * eps`` of ``x0``'s dtype, the ``matrix_rank`` rule) cannot be
-    told from rounding noise and give ``-inf``; this is how the exact null directions of normalization show.
-    Memory: three n x n float64 matrices (8 n^2 bytes each); time: T dense n^3 products plus one SVD.
+    told from rounding noise and give ``-inf``; this is how the exact null directions of normalization show,
+    and also exponents more than about ln(1/rtol)/T below the largest. The mean does not depend on them:
+    an orthonormal basis of the row space of ``J(x_0)`` (a seeded Gaussian sketch) is pushed through the same
+    Jacobians with a QR after each step (module docstring); it is ``-inf`` only if some step annihilates a
+    direction beyond the declared nulls. Memory: four n x n float64 matrices (8 n^2 bytes each); time: about
+    3T dense n^3 products and QRs plus one SVD.
     """
     x = _check_args(x0, T, null_dims)
     n = x.numel()
+    rank = n - null_dims
     rtol = n * torch.finfo(x.dtype).eps if rank_rtol is None else rank_rtol
     prod = torch.eye(n, dtype=torch.float64, device=x.device)
-    log_scale = 0.0
+    basis: torch.Tensor | None = None
+    log_scale, log_volume = 0.0, 0.0
     for t in range(T):
         J = step_jacobian(step, x, mode=mode, chunk_size=chunk_size).to(torch.float64)
         _check_finite(J, "one-step Jacobian", t)
+        if basis is None:  # the row space of J(x_0): the complement of its kernel (the null directions)
+            gen = torch.Generator().manual_seed(0)
+            sketch = torch.randn(n, rank, generator=gen, dtype=torch.float64).to(J.device)
+            basis = torch.linalg.qr(J.T @ sketch).Q
+        basis, r = torch.linalg.qr(J @ basis)
+        log_volume += _log_volume(r, rtol)
         prod = J @ prod
         del J
         scale = float(torch.linalg.matrix_norm(prod))
         if scale == 0.0:
             exponents = torch.full((n,), -math.inf, dtype=torch.float64)
-            return _summarise(exponents, n, "exact", T, n, null_dims)
+            return _summarise(exponents, n, "exact", T, n, null_dims, mean=-math.inf)
         prod /= scale
         log_scale += math.log(scale)
         x = step(x).detach()
     sv = torch.linalg.svdvals(prod).cpu()
     resolved = sv > rtol * sv[0]
     logs = torch.where(resolved, torch.log(torch.where(resolved, sv, 1.0)), -math.inf)
-    return _summarise((logs + log_scale) / T, n, "exact", T, n, null_dims)
+    return _summarise((logs + log_scale) / T, n, "exact", T, n, null_dims, mean=log_volume / (rank * T))
 
 
 def _orthonormal_rows(rows: torch.Tensor, dtype: torch.dtype, what: str, t: int) -> torch.Tensor:
@@ -185,6 +237,8 @@ def lyapunov_benettin(
     Jacobian restricted to that subspace (Rayleigh-Ritz on the k' x k' product of its QR factors, top k kept)
     instead of the QR diagonals: the finite-T exact exponents, with an error second order in the subspace
     misalignment. Each sweep costs 2T batched products; the T states are kept (T n values) and reused.
+    With ``k = n - null_dims``, ``q0 = row_space_basis(step, x0, k)`` and no sweeps, the exponents' sum is the
+    exact finite-T log-volume, so ``mean`` is the exact non-null mean (module docstring); memory O(n^2).
     """
     x = _check_args(x0, T, null_dims)
     n = x.numel()
