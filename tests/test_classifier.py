@@ -121,13 +121,20 @@ def test_lora_settings_validation() -> None:
         LoraSettings(dropout=1.5)
 
 
-def test_resolve_model_errors(tmp_path) -> None:
+def test_resolve_model_errors(tmp_path, monkeypatch) -> None:
+    import socket
+
+    class Reachable:
+        def close(self) -> None:
+            pass
+
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no config\.json"):
         resolve_model(str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_model("./no/such/folder")
-    assert resolve_model("org/some-model") == "org/some-model"
+    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: Reachable())
+    assert resolve_model("org/some-model") == "org/some-model"  # a hub id when the hub answers
 
 
 def test_apply_lora_is_seeded_and_leaves_the_global_rng_alone() -> None:
