@@ -21,8 +21,9 @@ def vocabulary() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def tiny_bert_folder(folder: Path, *, hidden: int = 16, layers: int = 2, seed: int = 0) -> Path:
-    """Save a random 2-layer BERT (eager attention) and its tokenizer into ``folder``."""
+def tiny_bert_folder(folder: Path, *, hidden: int = 16, layers: int = 2, seed: int = 0, dropout: float = 0.1) -> Path:
+    """Save a random 2-layer BERT (eager attention) and its tokenizer into ``folder`` (``dropout``: hidden and
+    attention dropout, BERT's 0.1 by default; 0 makes runs on two devices comparable)."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,6 +36,8 @@ def tiny_bert_folder(folder: Path, *, hidden: int = 16, layers: int = 2, seed: i
         num_attention_heads=2,
         intermediate_size=2 * hidden,
         max_position_embeddings=160,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     BertTokenizerFast(vocab=vocab).save_pretrained(folder)

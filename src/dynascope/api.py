@@ -120,13 +120,17 @@ def empirical_ntk_fn(
     """Build ``ntk_fn(batch_a, batch_b=None) -> NTKComponents`` for ``model`` (anything ``as_classifier`` takes).
 
     The model is frozen once (eval mode and eager attention are required; the parameters are read at build
-    time); ``partition`` is ``None`` (per-layer attention/MLP blocks) or ``{block: [regex, …]}``.
+    time); ``partition`` is ``None`` (per-layer attention/MLP blocks) or ``{block: [regex, …]}``. Batches are
+    moved to the model's device, where the kernels are computed; they come back on the CPU.
     """
     if not isinstance(implementation, NtkImplementation):
         raise ConfigError(f"implementation must be an NtkImplementation, got {implementation!r}")
     frozen = kernel_model(as_classifier(model))
 
     def ntk_fn(batch_a: Batch, batch_b: Batch | None = None) -> NTKComponents:
+        device = frozen.weight.device
+        batch_a = {k: v.to(device) for k, v in batch_a.items()}
+        batch_b = None if batch_b is None else {k: v.to(device) for k, v in batch_b.items()}
         if implementation is NtkImplementation.BLOCKED_VJP:
             return ntk_components(frozen, batch_a, batch_b, partition=partition, memory_gb=memory_gb)
         return _contraction_ntk(frozen, batch_a, batch_b, partition)
@@ -146,7 +150,7 @@ def _contraction_ntk(
     for block, names in blocks.items():
         a = _stack(rows_a, names, c)
         b = a if batch_b is None else _stack(rows_b, names, c)
-        kernels[block] = (a @ b.T).reshape(n_a, c, n_b, c)
+        kernels[block] = (a @ b.T).reshape(n_a, c, n_b, c).cpu()
     sizes = {b: sum(model.param_size(n) for n in names) for b, names in blocks.items()}
     return NTKComponents(pre=pre_kernel(model, batch_a, batch_b), blocks=kernels, block_sizes=sizes)
 

@@ -266,8 +266,11 @@ class RunKind:
             return write_text(path, obj)
         raise ValueError(f"{self.name}: role {role!r} ({path.name}) is not a file this module writes")
 
-    def write_record(self, run_dir: str | Path, config: Mapping[str, Any], seed: int | None) -> None:
-        """Write ``config.json`` and ``env.json``: what was asked, and on what software.
+    def write_record(
+        self, run_dir: str | Path, config: Mapping[str, Any], seed: int | None, env: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write ``config.json`` and ``env.json``: what was asked, and on what software (``env``: more of where it
+        ran, e.g. the resolved device, which is not part of the config since it does not change the experiment).
 
         For a kind with resumable state, an existing ``config.json`` is the resume fingerprint: a different
         config is a ``ConfigError`` naming the fields that differ (the old state is never resumed silently).
@@ -283,7 +286,7 @@ class RunKind:
                     f"{more}); rerun with its arguments to resume it, or pass --overwrite to start again"
                 )
         self.write(run_dir, "config", config)
-        self.write(run_dir, "env", environment(seed))
+        self.write(run_dir, "env", {**environment(seed), **(env or {})})
 
     def load(self, run_dir: str | Path, role: str) -> Any:
         """Read the file of ``role``: JSON as Python objects, npz as a dict of arrays, safetensors as a dict of

@@ -72,12 +72,13 @@ def brute_force_ntk(
 
     def jac(batch: dict[str, Tensor]) -> Tensor:
         out = jacrev(lambda p: functional_call(clf, p, args=(), kwargs=batch))(params)
-        n, c = batch["input_ids"].shape[0], NUM_LABELS
+        n, c = batch["input_ids"].shape[0], next(iter(out.values())).shape[1]
         return torch.cat([out[k].reshape(n * c, -1) for k in params], dim=1)
 
     ja, jb = jac(batch_a), jac(batch_b)
     n_a, n_b = batch_a["input_ids"].shape[0], batch_b["input_ids"].shape[0]
-    return (ja @ jb.T).reshape(n_a, NUM_LABELS, n_b, NUM_LABELS)
+    c = ja.shape[0] // n_a
+    return (ja @ jb.T).reshape(n_a, c, n_b, c)
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from dynascope.configfile import load_config_file
+from dynascope.device import DEVICE_HELP, PRECISIONS
 from dynascope.validation import check_int
 
-__all__ = ["add_common", "load_config_file", "set_threads"]
+__all__ = ["add_common", "add_device", "add_precision", "load_config_file", "set_threads"]
 
 
 def set_threads(threads: int | None) -> None:
@@ -16,6 +17,20 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(check_int(threads, "--threads"))
+
+
+def add_device(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """Add ``--device`` (``default`` None: the config's own, which is ``auto`` unless a --config file sets it)."""
+    parser.add_argument("--device", default=default, help=f"where to compute: {DEVICE_HELP}; never a silent fallback")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """Add ``--precision`` (autocast of the training steps; recorded in config.json)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="training precision: fp32 (default, no autocast), bf16 or fp16 (autocast; fp16 with a gradient scaler)",
+    )
 
 
 def add_common(parser: argparse.ArgumentParser, *, data: bool = True, out: bool = True) -> None:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dynascope.commands.common import add_common, load_config_file, set_threads
+from dynascope.commands.common import add_common, add_device, add_precision, load_config_file, set_threads
 from dynascope.dynamics.analyze import AnalysisConfig
 from dynascope.dynamics.layers import NORM_KINDS
 from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
@@ -49,6 +49,7 @@ _TRAIN_FLAGS = (
     "n_train",
     "n_eval",
     "eval_batch",
+    "precision",
     "device",
 )
 
@@ -165,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--n-train", type=int, help="use the first n training boards (0: all)")
     train.add_argument("--n-eval", type=int, help="use the first n boards of each test set (0: all)")
     train.add_argument("--eval-batch", type=int)
-    train.add_argument("--device", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    add_precision(train)
+    add_device(train)
     train.add_argument("--threads", type=int, help="torch CPU threads")
     train.set_defaults(func=_train)
 
@@ -187,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--full-mean", action="store_true", help="above --exact-max-dim: mean of all non-null exponents (O(n²) memory)"
     )
     analyze.add_argument("--seed", type=int)
-    analyze.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    add_device(analyze, default="auto")
     analyze.add_argument("--threads", type=int, help="torch CPU threads")
     analyze.set_defaults(func=_analyze)
 
@@ -200,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--steps", help="comma-separated loop counts T (default 8,16,32,64,128)")
     evaluate.add_argument("--limit", type=int, help="score only the first N puzzles of the file")
     evaluate.add_argument("--out", help="output directory (default RUN_DIR/evaluate-<file stem>)")
-    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    add_device(evaluate, default="auto")
     evaluate.add_argument("--threads", type=int, help="torch CPU threads")
     evaluate.set_defaults(func=_evaluate)
 
@@ -225,7 +227,7 @@ def register_reproduce(studies: argparse._SubParsersAction) -> None:
     )
     add_common(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="sizes (default quick)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu when CUDA is absent)")
+    add_device(parser, default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--runs",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dynascope.commands.common import add_common, load_config_file
+from dynascope.commands.common import add_common, add_device, add_precision, load_config_file
 from dynascope.data.encode import PAIR_TEMPLATES
 from dynascope.errors import ConfigError
 from dynascope.models.classifier import POOLING_CHOICES
@@ -57,6 +57,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-backbone", action="store_true", help="also save the fine-tuned backbone (FT, LP-FT)"
     )
+    add_precision(p)
+    add_device(p)
 
 
 def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -> RunConfig:
@@ -76,6 +78,8 @@ def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -
         "pooling": args.pooling,
         "pair_template": args.pair_template,
         "head_norm": args.head_norm,
+        "precision": args.precision,
+        "device": args.device,
     }
     data.update({k: v for k, v in flat.items() if v is not None})
     if args.save_backbone:

@@ -16,10 +16,10 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from dynascope.commands.common import add_common, load_config_file
+from dynascope.commands.common import add_common, add_device, load_config_file
 from dynascope.errors import ConfigError
 from dynascope.models.classifier import POOLING_CHOICES
-from dynascope.pipelines.ntk import SOLVERS, STATES, NTKConfig, format_table, run_ntk
+from dynascope.pipelines.ntk import NTK_DTYPES, SOLVERS, STATES, NTKConfig, format_table, run_ntk
 from dynascope.train.probe import PROTOCOLS, SCORINGS
 
 
@@ -53,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         "memory_gb": args.memory_gb,
         "probes": args.probes,
         "solvers": args.solvers,
+        "ntk_dtype": args.ntk_dtype,
+        "device": args.device,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     lp = dict(data.get("lp") or {})
@@ -95,5 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lp-c", type=float, help="inverse regularisation strength for --lp-protocol fixed")
     p.add_argument("--lp-scoring", choices=SCORINGS, help="CV scoring for --lp-protocol cv (default accuracy)")
     p.add_argument("--solvers", help=f"comma list of kernel solvers ({', '.join(SOLVERS)}; default all)")
+    p.add_argument(
+        "--ntk-dtype",
+        choices=tuple(NTK_DTYPES),
+        help="dtype of the model and its Jacobian rows (default float32; float64 for exactness checks); the "
+        "Grams are accumulated in float64 either way",
+    )
+    add_device(p)
     add_common(p)
     p.set_defaults(func=_run)

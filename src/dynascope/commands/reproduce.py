@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from dynascope.commands.common import add_common
+from dynascope.commands.common import add_common, add_device
 from dynascope.commands.dynamics import register_reproduce as register_dynamics
 from dynascope.experiments.lpft import PRESETS, reproduce, select_tasks
 from dynascope.runio import REPORT, STUDY
@@ -18,7 +18,7 @@ def _lpft(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.tasks:
         preset = select_tasks(preset, [t.strip() for t in args.tasks.split(",") if t.strip()])
-    reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs)
+    reproduce(preset, args.out, model=args.model, data_dir=args.data_dir, docs=args.docs, device=args.device)
     print(STUDY.load(args.out, "checks"), end="")
     report = REPORT.path(STUDY.path(args.out, "report"), "report")
     print(f"report: {report}; results: {STUDY.path(args.out, 'results')}")
@@ -37,6 +37,7 @@ def _register_lpft(studies: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="override the preset's model (quick/full: default; base: mpnet-base)")
     p.add_argument("--tasks", help="comma-separated subset of the preset's tasks (e.g. cb, to run one end to end)")
     p.add_argument("--docs", default=None, help="also copy report, checks and tables into this folder")
+    add_device(p, default="auto")
     add_common(p, out=False)
     p.add_argument("--out", required=True, help="working directory of the study (runs are reused)")
     p.set_defaults(func=_lpft)

@@ -10,7 +10,11 @@ Runs are ``runio.LOOPED`` directories: ``config.json``, ``env.json``, ``metrics.
 presence marks a finished run), ``model.safetensors`` (the EMA weights, the evaluated model).
 ``checkpoint.pt`` is written atomically after every epoch; rerunning into the same directory resumes from
 it. Data order and initial noise of epoch e come from a generator seeded by (seed, e), so a resumed run
-reproduces the weights of an uninterrupted one exactly (same device and threads). Steps with a non-finite
+reproduces the weights of an uninterrupted one exactly (same device and threads). ``device`` is where the run
+computes (``dynascope.device.resolve_device``: ``auto``, ``cpu``, ``cuda[:N]``, never a silent fallback); it is
+not part of config.json (a resumed run may move) and env.json records the resolved one. ``precision`` bf16 /
+fp16 autocasts each training step's forward pass and cross-entropy (fp16 with a gradient scaler; the weight
+regularizer stays float32); fp32 enters no autocast region; evaluation runs in float32. Steps with a non-finite
 loss are skipped and counted (un-normalised ItrSA can blow up on a few boards and recover); an epoch with no
 finite step, or a non-finite parameter after an epoch, stops the run with a ``TrainingError`` and keeps the
 checkpoint of the previous epoch.
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynascope.device import autocast, check_precision, describe, grad_scaler, resolve_device
 from dynascope.dynamics.models import LoopedSA, ModelConfig, build_model
 from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
 from dynascope.errors import ConfigError, DataError, TrainingError
@@ -46,7 +51,8 @@ class Boards(Protocol):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training recipe; ``n_train``/``n_eval`` = 0 use every board of the split (else the first n)."""
+    """Training recipe; ``n_train``/``n_eval`` = 0 use every board of the split (else the first n). ``device`` is
+    left out of equality and of ``to_dict`` (see the module docstring)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 100
@@ -64,7 +70,8 @@ class TrainConfig:
     n_train: int = 0
     n_eval: int = 0
     eval_batch: int = 500
-    device: str = "cpu"
+    precision: str = "fp32"
+    device: str = field(default="auto", compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -91,18 +98,18 @@ class TrainConfig:
             raise ConfigError(f"e_single needs heads=1, got heads={self.model.heads}")
         if self.regularizer == "e_multi" and not self.model.orthogonal_vo:
             raise ConfigError("e_multi needs orthogonal W^V, W^O: set model.orthogonal_vo=True")
-        if not self.device.startswith(("cpu", "cuda")):
-            raise ConfigError(f"device must be cpu or cuda[:i], got {self.device!r}")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for config.json)."""
+        """Plain dict (for config.json), without ``device``."""
         out = asdict(self)
+        del out["device"]
         out["eval_steps"] = list(self.eval_steps)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (a ``device`` recorded by older versions is read as the device setting)."""
         return cls(**data)
 
 
@@ -220,21 +227,19 @@ def train_run(
     loss)`` is called after each epoch's checkpoint is written; ``progress`` wraps each epoch's batches and
     ``log`` receives one line per epoch.
     """
+    device = resolve_device(config.device)
     out = LOOPED.prepare(out, overwrite)
     record = {"train": config.to_dict(), **(extra or {})}
     ckpt_path = LOOPED.path(out, "checkpoint")
     if overwrite:
         LOOPED.path(out, "analysis").unlink(missing_ok=True)  # it analysed the model being replaced
-    LOOPED.write_record(out, record, config.seed)  # refuses to resume a checkpoint of another config
-
-    device = torch.device(config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu")
-    if device.type != config.device.split(":")[0]:
-        log(f"{config.device} is not available: training on cpu")
+    LOOPED.write_record(out, record, config.seed, describe(device))  # refuses to resume another config's checkpoint
     puzzles, solutions = _as_tensors(train, config.n_train, "train")
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     ema = copy.deepcopy(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = grad_scaler(device, config.precision)
     losses: list[float] = []
     regs: list[float] = []
     seconds: list[float] = []
@@ -244,6 +249,7 @@ def train_run(
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state.get("scaler", {}))
         step, start_epoch, skipped = int(state["step"]), int(state["epoch"]), int(state["skipped"])
         losses, regs, seconds = list(state["train_loss"]), list(state["train_reg"]), list(state["epoch_seconds"])
         log(f"resuming {out} after epoch {start_epoch}")
@@ -257,8 +263,9 @@ def train_run(
         for start in progress(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}"):
             idx = order[start : start + config.batch_size]
             pz, sol = puzzles[idx].to(device), solutions[idx].to(device)
-            logits = model(pz, config.loop_steps, generator=gen)
-            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
+            with autocast(device, config.precision):
+                logits = model(pz, config.loop_steps, generator=gen)
+                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
             reg = regularizer(model, config.regularizer) if config.reg_weight > 0 else ce.new_zeros(())
             loss = ce + config.reg_weight * reg
             step += 1
@@ -266,9 +273,11 @@ def train_run(
                 skipped += 1
                 continue
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # clip the true gradients (a no-op unless fp16)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             _ema_update(ema, model, step, config)
             total, total_reg, batches = total + ce.item(), total_reg + reg.item(), batches + 1
         _check_finite(model, epoch + 1, batches, ckpt_path)
@@ -285,6 +294,7 @@ def train_run(
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 "train_loss": losses,
                 "train_reg": regs,
                 "epoch_seconds": seconds,
@@ -311,6 +321,7 @@ def train_run(
         "optimizer_steps": step,
         "skipped_nonfinite_steps": skipped,
         "n_train": len(puzzles),
+        "device": str(device),
         **_model_summary(ema),
     }
     LOOPED.write(out, "model", ema.state_dict())
@@ -319,8 +330,10 @@ def train_run(
     return metrics
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, LoopedSA, dict[str, Any]]:
-    """Rebuild a finished run's (EMA) model: returns (recipe, model in eval mode, full config.json)."""
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[TrainConfig, LoopedSA, dict[str, Any]]:
+    """Rebuild a finished run's (EMA) model on ``device``: returns (recipe, model in eval mode, full config.json)."""
     run_dir = Path(run_dir)
     for role in ("config", "model"):
         if not LOOPED.has(run_dir, role):

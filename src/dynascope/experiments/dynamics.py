@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from dynascope.data import resolve_data_dir
+from dynascope.device import resolve_device
 from dynascope.dynamics.analyze import AnalysisConfig
 from dynascope.dynamics.models import ModelConfig
 from dynascope.dynamics.sudoku import POOL_FILE, SudokuBuildConfig, build_datasets
@@ -454,7 +455,7 @@ def reproduce(
     preset: Preset,
     out: str | Path,
     data_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int = 0,
     runs: tuple[str, ...] | None = None,
     overwrite: bool = False,
@@ -468,6 +469,7 @@ def reproduce(
     needed = {"itrsa_none", "itrsa_rms"}
     if not needed <= {s.name for s in specs}:
         raise ConfigError(f"runs must include {sorted(needed)} (the checks compare them), got {runs}")
+    resolve_device(device)  # an unavailable device fails before the boards are built
     out = ensure_dir(out)
     t_total = time.perf_counter()
     t0 = time.perf_counter()
@@ -482,7 +484,7 @@ def reproduce(
         config = train_config(preset, spec, device, seed)
         t0 = time.perf_counter()
         finished = LOOPED.is_finished(run_dir)
-        if finished and not overwrite and LOOPED.load(run_dir, "config")["train"] != config.to_dict():
+        if finished and not overwrite and TrainConfig.from_dict(LOOPED.load(run_dir, "config")["train"]) != config:
             raise ConfigError(f"{run_dir} holds a run of another config (preset?); use another --out or --overwrite")
         if overwrite or not finished:
             say(f"training {spec.name}")

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from dynascope.analysis.verdicts import MIN_SEEDS, Z_DEFAULT, Effect, compare_arms, effect_vs_reference
+from dynascope.device import resolve_device
 from dynascope.errors import ConfigError
 from dynascope.progress import say
 from dynascope.report.tables import Stat
@@ -97,8 +98,11 @@ class Preset:
     ntk_probes: int = 16
     tsne: bool = True
 
-    def run_config(self, plan: TaskPlan, method: str, model: str, pooling: str = "cls") -> RunConfig:
-        """The config of ``method`` on ``plan``'s task (seed: the first; ``compare`` sets the others)."""
+    def run_config(
+        self, plan: TaskPlan, method: str, model: str, pooling: str = "cls", device: str = "auto"
+    ) -> RunConfig:
+        """The config of ``method`` on ``plan``'s task (seed: the first; ``compare`` sets the others), run on
+        ``device``."""
         return RunConfig(
             task=plan.task,
             method=method,
@@ -111,6 +115,7 @@ class Preset:
             lr_grid=(self.lr_grids or {}).get(method),
             max_train=plan.max_train,
             max_eval=plan.max_eval,
+            device=device,
         )
 
 
@@ -152,7 +157,9 @@ PRESETS = {
 PRESETS["base"] = dataclasses.replace(PRESETS["full"], name="base", model="mpnet-base")
 
 
-def run_grid(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, list[Path]]:
+def run_grid(
+    preset: Preset, out: Path, model: str, data_dir: str | None, device: str = "auto"
+) -> dict[str, list[Path]]:
     """Step 1: every (task, method, seed) run, learning rates chosen per (task, method); returns the run
     directories per task."""
     from dynascope.experiments.compare import compare, run_dir_for
@@ -160,13 +167,15 @@ def run_grid(preset: Preset, out: Path, model: str, data_dir: str | None) -> dic
     dirs: dict[str, list[Path]] = {}
     for plan in preset.tasks:
         where = STUDY.path(out, "runs") / plan.task
-        base = preset.run_config(plan, preset.methods[0], model)
+        base = preset.run_config(plan, preset.methods[0], model, device=device)
         compare(base, preset.methods, plan.seeds, where, data_dir=data_dir, lr_grids=preset.lr_grids)
         dirs[plan.task] = [run_dir_for(where, m, s) for m in preset.methods for s in plan.seeds]
     return dirs
 
 
-def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, Path]:
+def run_lp_protocols(
+    preset: Preset, out: Path, model: str, data_dir: str | None, device: str = "auto"
+) -> dict[str, Path]:
     """Step 2: LP-FT on the first task's first seed after LP by each protocol, at the learning rate the grid chose
     for LP-FT on that task (step 1 must have run)."""
     from dynascope.experiments.compare import run_dir_for
@@ -177,7 +186,8 @@ def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None
     dirs = {}
     for name, settings in preset.lp_protocols.items():
         where = STUDY.path(out, "lp_protocols") / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        config = dataclasses.replace(preset.run_config(plan, "lp-ft", model), lr=chosen, lr_grid=None, lp=settings)
+        config = preset.run_config(plan, "lp-ft", model, device=device)
+        config = dataclasses.replace(config, lr=chosen, lr_grid=None, lp=settings)
         done = FINETUNE.is_finished(where) and RunConfig.from_dict(FINETUNE.load(where, "config")) == config.resolved()
         if not done:
             run(config, where, data_dir=data_dir, overwrite=True)
@@ -185,7 +195,9 @@ def run_lp_protocols(preset: Preset, out: Path, model: str, data_dir: str | None
     return dirs
 
 
-def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, dict[str, list[Path]]]:
+def run_ntk_states(
+    preset: Preset, out: Path, model: str, data_dir: str | None, device: str = "auto"
+) -> dict[str, dict[str, list[Path]]]:
     """Step 3: NTK statistics at the start of each recipe's FT stage: ``ft`` and ``lp-ft`` on every task over
     ``ntk_seeds`` seeds (the spread of the FT ratio), the LoRA states on the first task and seed."""
     from dynascope.pipelines.ntk import NTKConfig, run_ntk
@@ -201,7 +213,7 @@ def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) 
                 where = STUDY.path(out, "ntk") / plan.task / state / f"seed{seed}"
                 config = NTKConfig(
                     task=plan.task, state=state, n_train=preset.ntk_n_train, n_eval=preset.ntk_n_eval, seed=seed,
-                    model=model, pooling="cls", probes=preset.ntk_probes,
+                    model=model, pooling="cls", probes=preset.ntk_probes, device=device,
                 )  # fmt: skip
                 if not NTK.is_finished(where):
                     run_ntk(config, where, data_dir=data_dir)
@@ -211,7 +223,9 @@ def run_ntk_states(preset: Preset, out: Path, model: str, data_dir: str | None) 
     return dirs
 
 
-def run_pooling_variant(preset: Preset, out: Path, model: str, data_dir: str | None) -> dict[str, list[Path]]:
+def run_pooling_variant(
+    preset: Preset, out: Path, model: str, data_dir: str | None, device: str = "auto"
+) -> dict[str, list[Path]]:
     """Step 2b: ``pooling_variant`` recipes with mean pooling on every task, each at the learning rate step 1 chose
     for the same recipe with first-token pooling (step 1 must have run)."""
     from dynascope.experiments.compare import compare, run_dir_for
@@ -222,7 +236,7 @@ def run_pooling_variant(preset: Preset, out: Path, model: str, data_dir: str | N
         seeds = plan.seeds[: preset.pooling_seeds]
         for method in preset.pooling_variant:
             chosen = FINETUNE.load(run_dir_for(STUDY.path(out, "runs") / plan.task, method, plan.seeds[0]), "config")
-            config = preset.run_config(plan, method, model, pooling="mean")
+            config = preset.run_config(plan, method, model, pooling="mean", device=device)
             config = dataclasses.replace(config, lr=chosen["lr"], lr_grid=None)
             compare(config, [method], seeds, where, data_dir=data_dir)
         dirs[plan.task] = [run_dir_for(where, m, s) for m in preset.pooling_variant for s in seeds]
@@ -630,19 +644,22 @@ def reproduce(
     model: str | None = None,
     data_dir: str | None = None,
     docs: str | Path | None = None,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Run the whole study (see the module docstring) with ``model`` (default: the preset's); returns the checks."""
+    """Run the whole study (see the module docstring) with ``model`` (default: the preset's) on ``device``;
+    returns the checks. Finished runs are reused whatever device they ran on."""
     from dynascope.analysis.features import feature_shift
     from dynascope.report.build import ReportConfig, build_report
 
     started = time.perf_counter()
+    resolve_device(device)  # an unavailable device fails before any work
     model = model or preset.model
     out = ensure_dir(out)
     STUDY.write(out, "config", {"preset": dataclasses.asdict(preset), "model": model})
-    grid = run_grid(preset, out, model, data_dir)
-    protocol_dirs = run_lp_protocols(preset, out, model, data_dir) if preset.lp_protocols else {}
-    pooling_dirs = run_pooling_variant(preset, out, model, data_dir)
-    ntk_dirs = run_ntk_states(preset, out, model, data_dir) if preset.ntk_states else {}
+    grid = run_grid(preset, out, model, data_dir, device)
+    protocol_dirs = run_lp_protocols(preset, out, model, data_dir, device) if preset.lp_protocols else {}
+    pooling_dirs = run_pooling_variant(preset, out, model, data_dir, device)
+    ntk_dirs = run_ntk_states(preset, out, model, data_dir, device) if preset.ntk_states else {}
     say("calibration and feature metrics")
     grid_dirs = [p for paths in grid.values() for p in paths]
     analysed = analyse_runs(grid_dirs)

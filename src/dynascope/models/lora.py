@@ -111,7 +111,9 @@ def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
     """Inject LoRA into ``clf.backbone`` and freeze everything but the LoRA matrices and ``clf.head``.
 
     A is initialised by peft (Kaiming-uniform, as loralib) or, with ``init_std``, from N(0, init_std²) drawn
-    with ``seed``; B starts at 0, so the classifier's function is unchanged at initialisation.
+    with ``seed``; B starts at 0, so the classifier's function is unchanged at initialisation. The adapter is
+    injected and drawn on the CPU and then moved to ``clf``'s device, so a GPU run starts from the same A as a
+    CPU run (and the CUDA generators are untouched).
     """
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -124,8 +126,10 @@ def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
         fan_in_fan_out=fan_in_fan_out(clf.backbone, targets),
         bias="none",
     )
+    device = next(clf.parameters()).device
+    clf.cpu()
     with torch.random.fork_rng(devices=[]):  # peft draws A from the global RNG; seed it without touching the caller's
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's are not forked
         inject_adapter_in_model(config, clf.backbone)
     for name, param in clf.backbone.named_parameters():
         param.requires_grad_("lora_" in name)
@@ -137,7 +141,7 @@ def apply_lora(clf: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
             for name, param in clf.backbone.named_parameters():
                 if "lora_A" in name:
                     param.copy_(torch.randn(param.shape, generator=generator) * settings.init_std)
-    return clf
+    return clf.to(device)
 
 
 def lora_state_dict(clf: nn.Module) -> dict[str, torch.Tensor]:

@@ -10,8 +10,10 @@
 
 Memory: blocks are packed into passes whose per-example Jacobian rows (model dtype) for all examples fit in
 ``memory_gb``; a block too large for that is computed in example chunks (recomputing the B side per A
-chunk). Grams are accumulated in float64. Resume: a ``KernelStore`` receives each finished block with a
-fingerprint of the inputs and the state, and a rerun loads finished blocks instead of recomputing them.
+chunk). Grams are accumulated in float64 on the model's device; the finished kernels (small: N_A·C × N_B·C) come
+back on the CPU, so saved and computed blocks mix freely and a run resumes on any device. Resume: a
+``KernelStore`` receives each finished block with a fingerprint of the inputs and the state, and a rerun loads
+finished blocks instead of recomputing them.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class KernelStore(Protocol):
 
 @dataclass(frozen=True)
 class NTKComponents:
-    """P, the per-block F kernels and their sums, all float64 (N_A, C, N_B, C)."""
+    """P, the per-block F kernels and their sums, all float64 (N_A, C, N_B, C) on the CPU."""
 
     pre: Tensor
     blocks: dict[str, Tensor]
@@ -89,8 +91,8 @@ def pre_kernel(model: KernelModel, batch_a: Batch, batch_b: Batch | None = None)
 
 def _pre_from_features(phi_a: Tensor, phi_b: Tensor, num_labels: int, with_bias: bool) -> Tensor:
     gram = phi_a @ phi_b.T + (1.0 if with_bias else 0.0)
-    eye = torch.eye(num_labels, dtype=torch.float64)
-    return gram[:, None, :, None] * eye[None, :, None, :]
+    eye = torch.eye(num_labels, dtype=torch.float64, device=gram.device)
+    return (gram[:, None, :, None] * eye[None, :, None, :]).cpu()
 
 
 def fingerprint(model: KernelModel, batch_a: Batch, batch_b: Batch | None, blocks: Mapping[str, Sequence[str]]) -> str:
@@ -155,8 +157,8 @@ def ntk_components(
         kernels = _group_kernels(model, ex_a, ex_b, ref_a, ref_b, group, chunk, desc, progress)
         for block, kernel in kernels.items():
             if store is not None:
-                store.save(block, kernel, key)
-            done[block] = kernel
+                store.save(block, kernel.cpu(), key)
+            done[block] = kernel.cpu()
     return NTKComponents(pre=pre, blocks={b: done[b] for b in blocks}, block_sizes=sizes)
 
 
@@ -223,8 +225,8 @@ def ntk_train_eval(
                 if block in done[side]:
                     continue  # finished on an earlier run: keep the saved kernel
                 if store is not None:
-                    store.save(f"{side}.{block}", kernel, keys[side])
-                done[side][block] = kernel
+                    store.save(f"{side}.{block}", kernel.cpu(), keys[side])
+                done[side][block] = kernel.cpu()
     out = (
         NTKComponents(pre=pre[side], blocks={b: done[side][b] for b in blocks}, block_sizes=sizes)
         for side in ("train", "eval")
@@ -284,12 +286,13 @@ def _jacobian_rows(
     """Per-example C VJPs for every parameter of the group, split by block."""
     names = [n for block_names in group.values() for n in block_names]
     c = model.num_labels
-    eye = torch.eye(c, dtype=model.weight.dtype)
+    device = model.weight.device
+    eye = torch.eye(c, dtype=model.weight.dtype, device=device)
     dense_names = {b: [n for n in block_names if n != model.word_name] for b, block_names in group.items()}
     # rows are written in place into one preallocated matrix per block: no list + cat copy, so the peak
     # stays at the planned budget rather than twice it
     dense = {
-        b: torch.empty(len(exs) * c, sum(model.params[n].numel() for n in ns), dtype=model.weight.dtype)
+        b: torch.empty(len(exs) * c, sum(model.params[n].numel() for n in ns), dtype=model.weight.dtype, device=device)
         for b, ns in dense_names.items()
         if ns
     }
@@ -305,7 +308,7 @@ def _jacobian_rows(
                 offset += size
             if model.word_name in block_names:
                 ids, where = torch.unique(ex.input_ids, return_inverse=True)
-                summed = torch.zeros(c, ids.numel(), g_embeds.shape[-1], dtype=g_embeds.dtype)
+                summed = torch.zeros(c, ids.numel(), g_embeds.shape[-1], dtype=g_embeds.dtype, device=device)
                 summed.index_add_(1, where, g_embeds)
                 words[block].append((ids, summed))
         del grads, g_embeds
@@ -351,7 +354,7 @@ def _check_value(value: Tensor, ref: _Reference, index: int) -> None:
 
 def _dense_gram(a: Tensor, b: Tensor) -> Tensor:
     """a bᵀ in float64, cast column-chunk by column-chunk to bound memory."""
-    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64)
+    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
     step = max(1, GRAM_CHUNK_BYTES // (8 * (a.shape[0] + b.shape[0])))
     for c0 in range(0, a.shape[1], step):
         out += a[:, c0 : c0 + step].double() @ b[:, c0 : c0 + step].double().T
@@ -360,7 +363,7 @@ def _dense_gram(a: Tensor, b: Tensor) -> Tensor:
 
 def _word_gram(rows_a: list[tuple[Tensor, Tensor]], rows_b: list[tuple[Tensor, Tensor]], c: int) -> Tensor:
     """Exact word-embedding kernel [n_a, C, n_b, C] from per-example (ids, summed G) on shared vocabulary rows."""
-    out = torch.zeros(len(rows_a), c, len(rows_b), c, dtype=torch.float64)
+    out = torch.zeros(len(rows_a), c, len(rows_b), c, dtype=torch.float64, device=rows_a[0][1].device)
     for a0 in range(0, len(rows_a), WORD_SUBCHUNK):
         sub_a = rows_a[a0 : a0 + WORD_SUBCHUNK]
         vocab_a = torch.unique(torch.cat([ids for ids, _ in sub_a]))
@@ -379,7 +382,7 @@ def _word_gram(rows_a: list[tuple[Tensor, Tensor]], rows_b: list[tuple[Tensor, T
 def _scatter_rows(rows: list[tuple[Tensor, Tensor]], common: Tensor, c: int) -> Tensor:
     """[n, C, K, h] float64: each example's summed G placed on the shared vocabulary rows ``common``."""
     h = rows[0][1].shape[-1]
-    dense = torch.zeros(len(rows), c, common.numel(), h, dtype=torch.float64)
+    dense = torch.zeros(len(rows), c, common.numel(), h, dtype=torch.float64, device=common.device)
     for i, (ids, summed) in enumerate(rows):
         keep = torch.isin(ids, common)
         if keep.any():
@@ -391,7 +394,8 @@ def _block_gram(rows_a: _Rows, rows_b: _Rows, c: int) -> Tensor:
     """One block's kernel between two chunks, float64 [n_a, C, n_b, C]."""
     n_a = len(rows_a.word) if rows_a.dense is None else rows_a.dense.shape[0] // c
     n_b = len(rows_b.word) if rows_b.dense is None else rows_b.dense.shape[0] // c
-    out = torch.zeros(n_a, c, n_b, c, dtype=torch.float64)
+    device = rows_a.dense.device if rows_a.dense is not None else rows_a.word[0][1].device
+    out = torch.zeros(n_a, c, n_b, c, dtype=torch.float64, device=device)
     if rows_a.dense is not None:
         out += _dense_gram(rows_a.dense, rows_b.dense).reshape(n_a, c, n_b, c)
     if rows_a.word:
@@ -414,7 +418,8 @@ def _group_kernels(
     c = model.num_labels
     sym = ex_b is None
     side_b, ref_side_b = (ex_a, ref_a) if sym else (ex_b, ref_b)
-    out = {b: torch.zeros(len(ex_a), c, len(side_b), c, dtype=torch.float64) for b in group}
+    device = model.weight.device
+    out = {b: torch.zeros(len(ex_a), c, len(side_b), c, dtype=torch.float64, device=device) for b in group}
     label = f"{desc} [{', '.join(group)}]" if len(group) <= 2 else f"{desc} [{len(group)} blocks]"
     chunks_a = [(s, min(s + chunk, len(ex_a))) for s in range(0, len(ex_a), chunk)]
     chunks_b = chunks_a if sym else [(s, min(s + chunk, len(side_b))) for s in range(0, len(side_b), chunk)]

@@ -195,7 +195,7 @@ def _embedding_terms(module: nn.Embedding, inputs: list[Tensor], grads: list[Ten
 def summed_row_square(idx: Tensor, g: Tensor) -> float:
     """Σ over rows of ‖Σ_{t: idx_t = row} g[:, t]‖², float64 (the gather-aware norm of an embedding gradient)."""
     ids, where = torch.unique(idx, return_inverse=True)
-    summed = torch.zeros(g.shape[0], ids.numel(), g.shape[-1], dtype=torch.float64)
+    summed = torch.zeros(g.shape[0], ids.numel(), g.shape[-1], dtype=torch.float64, device=g.device)
     summed.index_add_(1, where, g.double())
     return float(summed.pow(2).sum())
 
@@ -226,7 +226,8 @@ def example_ghost_trace(
     for path in [p for p, calls in shapes.items() if not calls]:  # never called through __call__: plain VJP
         fallback.extend(_qualify(path, leaf) for leaf in plan.modules[path][1])
     probed = {p: plan.modules[p] for p in plan.modules if shapes[p]}
-    probes = {p: [torch.zeros(s, dtype=d) for s, d in calls] for p, calls in shapes.items() if calls}
+    device = model.weight.device
+    probes = {p: [torch.zeros(s, dtype=d, device=device) for s, d in calls] for p, calls in shapes.items() if calls}
     base = dict(model.params)
 
     def fn(probe: dict[str, list[Tensor]], direct: dict[str, Tensor], *emb: Tensor) -> tuple[Tensor, dict]:
@@ -242,7 +243,7 @@ def example_ghost_trace(
         return value, inputs
 
     m = model.num_labels if output == "logits" else int(model.weight.shape[1])
-    eye = torch.eye(m, dtype=model.weight.dtype)
+    eye = torch.eye(m, dtype=model.weight.dtype, device=device)
     direct = {n: model.params[n] for n in fallback}
     total = 0.0
     grams: dict[str, dict[str, Tensor]] = {p: {} for p in probed}

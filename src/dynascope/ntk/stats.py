@@ -67,7 +67,7 @@ def block_nuclear_norms(kernel: Tensor, labels: np.ndarray | Tensor) -> tuple[np
         raise ConfigError(
             f"expected a square (N, C, N, C) kernel and N labels, got {tuple(kernel.shape)} and {labels.shape}"
         )
-    norms = torch.linalg.matrix_norm(kernel.double().permute(0, 2, 1, 3), ord="nuc").numpy()
+    norms = torch.linalg.matrix_norm(kernel.double().permute(0, 2, 1, 3), ord="nuc").cpu().numpy()
     order = np.argsort(labels, kind="stable")
     return norms[np.ix_(order, order)], labels[order], order
 

@@ -77,7 +77,7 @@ def kernel_table(
             **summarize(train, default_rtol(train, precision)).to_dict(),
             **_solver_scores(train, evals, y_train, y_eval, solvers),
         }
-        arrays[f"{name}_sv"] = normalized_spectrum(train).numpy()
+        arrays[f"{name}_sv"] = normalized_spectrum(train).cpu().numpy()
         nuclear, labels_sorted, _ = block_nuclear_norms(train, y_train)
         arrays[f"{name}_nuclear"] = nuclear
         arrays["labels_sorted"] = labels_sorted

@@ -86,10 +86,12 @@ class JacobianOperator:
         return sum(math.prod(s) for s in self._shapes().values())
 
     def rademacher(self, k: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """k Rademacher probes in parameter space, {name: [k, *shape]} (model dtype)."""
-        dtype = self.model.word_weight.dtype
+        """k Rademacher probes in parameter space, {name: [k, *shape]} (model dtype and device; drawn on the CPU,
+        so every device sees the same probes)."""
+        weight = self.model.word_weight
         return {
-            n: (torch.randint(0, 2, (k, *s), generator=generator) * 2 - 1).to(dtype) for n, s in self._shapes().items()
+            n: (torch.randint(0, 2, (k, *s), generator=generator) * 2 - 1).to(weight.device, weight.dtype)
+            for n, s in self._shapes().items()
         }
 
     def jvp(self, tangents: Mapping[str, Tensor]) -> Tensor:
@@ -101,7 +103,8 @@ class JacobianOperator:
     def vjp(self, cotangents: Tensor) -> dict[str, Tensor]:
         """Jᵀ u for k cotangents [k, N, m]: {name: [k, *shape]} summed over examples."""
         k = cotangents.shape[0]
-        out = {n: torch.zeros(k, *s, dtype=self.model.word_weight.dtype) for n, s in self._shapes().items()}
+        weight = self.model.word_weight
+        out = {n: torch.zeros(k, *s, dtype=weight.dtype, device=weight.device) for n, s in self._shapes().items()}
         for i, ex in enumerate(self.examples):
             _, grads, g_embeds = example_vjp(self.model, ex, self.names, cotangents[:, i, :], self.output)
             for n in self.dense:
@@ -119,7 +122,7 @@ class JacobianOperator:
         if check_choice(method, EXACT_METHODS, "method") == "ghost":
             return ghost_trace(self.model, self.examples, self.names, self.output, chunk)
         m = self.num_outputs
-        eye = torch.eye(m, dtype=self.model.weight.dtype)
+        eye = torch.eye(m, dtype=self.model.weight.dtype, device=self.model.weight.device)
         total = 0.0
         for ex in self.examples:
             for start in range(0, m, chunk):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynascope.device import resolve_device
 from dynascope.dynamics.analyze import AnalysisConfig, analyze_model
 from dynascope.dynamics.puzzles import complete_solutions, read_puzzles
 from dynascope.dynamics.sudoku import load_split
@@ -27,16 +28,6 @@ from dynascope.runio import EVALUATION, LOOPED, sha256_file, write_bytes
 
 TRAIN_SPLITS = {"train": "easy_train", "id": "easy_test", "ood": "hard_test"}
 """Which Sudoku split a looped model trains on (easy), and which are its ID and OOD test sets."""
-
-
-def resolve_device(device: str) -> str:
-    """``device`` if this machine has it; a CUDA device without CUDA falls back to the CPU, and says so."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        say(f"{device} is not available: using cpu")
-        return "cpu"
-    if not device.startswith(("cpu", "cuda")):
-        raise ConfigError(f"device must be cpu or cuda[:i], got {device!r}")
-    return device
 
 
 def train_from_sudoku_dir(

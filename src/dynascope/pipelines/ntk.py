@@ -7,6 +7,11 @@ examples from the task's **test** split (the paper's Table 2 used the original v
 our test split) are drawn; P, F (per block, checkpointed: an interrupted run resumes) and their sum are
 computed train×train and eval×train, with traces, statistics and kernel solvers, into an NTK run directory
 (``runio.NTK``: record, kernels, spectra, and the stats file last).
+
+The state is built in float32 as training builds it, then cast to ``ntk_dtype`` (float64 for exactness checks:
+Jacobian rows in the model dtype, Grams always accumulated in float64) and moved to ``device``, where every
+kernel is computed; the kernels come back to the CPU. ``device`` is where, not what: it is left out of the
+record and of the resume fingerprint (``env.json`` and the stats name the resolved device).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynascope.device import describe, resolve_device
 from dynascope.errors import ConfigError
 from dynascope.models.classifier import POOLING_CHOICES
 from dynascope.progress import progress, say
@@ -29,6 +35,7 @@ from dynascope.train.probe import ProbeSettings
 
 STATES = ("ft", "lp-ft", "lora", "lp-lora")
 SOLVERS = ("paper", "ridge", "logistic")
+NTK_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class NTKConfig:
     probes: int = 16
     solvers: tuple[str, ...] = SOLVERS
     lp: ProbeSettings = field(default_factory=ProbeSettings)
+    ntk_dtype: str = "float32"
+    device: str = field(default="auto", compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.lp, dict):
@@ -65,22 +74,26 @@ class NTKConfig:
             raise ConfigError(f"--memory-gb must be positive, got {self.memory_gb}")
         if self.probes < 0 or self.probes == 1:
             raise ConfigError(f"--probes must be 0 (no estimates) or at least 2, got {self.probes}")
+        if self.ntk_dtype not in NTK_DTYPES:
+            raise ConfigError(f"--ntk-dtype must be one of {', '.join(NTK_DTYPES)}; got {self.ntk_dtype!r}")
         unknown = set(self.solvers) - set(SOLVERS)
         if unknown:
             raise ConfigError(f"unknown solvers {sorted(unknown)}; expected {', '.join(SOLVERS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (no ``device``: see the module docstring)."""
         out = asdict(self)
+        del out["device"]
         out["solvers"] = list(self.solvers)
         out["lp"] = self.lp.to_dict()
         return out
 
 
 def _build_state(
-    config: NTKConfig, pooling: str, data_dir: str | None
+    config: NTKConfig, pooling: str, data_dir: str | None, device: torch.device
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(classifier in eval mode, tokenizer, task, info) for the requested state (``pooling``: resolved)."""
+    """(classifier in eval mode on ``device``, tokenizer, task, info) for the requested state (``pooling``:
+    resolved)."""
     from dynascope.data import load_task
     from dynascope.data.encode import encode_split, resolve_pair_template
     from dynascope.models.backbone import check_max_length, load_backbone
@@ -94,6 +107,7 @@ def _build_state(
         from dynascope.train.recipes import load_run_classifier
 
         clf, tokenizer, run_config = load_run_classifier(config.state)
+        clf.to(device)
         task = load_task(config.task or run_config.task, data_dir)
         info.update(run_method=run_config.method, run_seed=run_config.seed, model=run_config.model)
         info["pair_template"] = resolve_pair_template(run_config.pair_template, tokenizer)
@@ -101,13 +115,13 @@ def _build_state(
     task = load_task(config.task, data_dir)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="eager")
     check_max_length(backbone, config.max_length)
-    clf = Classifier(backbone, task.num_labels, pooling=pooling, seed=config.seed).eval()
+    clf = Classifier(backbone, task.num_labels, pooling=pooling, seed=config.seed).to(device).eval()
     info["head_norm_init"] = clf.head_norm()
     info["pair_template"] = resolve_pair_template("auto", tokenizer)
     if config.state.startswith("lp-"):
         train_enc = encode_split(task.train, tokenizer, config.max_length, info["pair_template"])
         _, phi = predict(clf, train_enc, desc="φ train (LP)")
-        init = (clf.head.weight.detach().double().numpy(), clf.head.bias.detach().double().numpy())
+        init = (clf.head.weight.detach().double().cpu().numpy(), clf.head.bias.detach().double().cpu().numpy())
         probe = fit_linear_probe(phi, train_enc.labels, task.num_labels, config.lp, seed=config.seed, init=init)
         clf.set_head(torch.as_tensor(probe.weight), torch.as_tensor(probe.bias))
         info.update(lp_strength=probe.strength, lp_train_accuracy=probe.train_accuracy, lp_n_train=len(train_enc))
@@ -164,6 +178,7 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
     from dynascope.ntk.summary import kernel_table
 
     started = time.perf_counter()
+    device = resolve_device(config.device)
     out = NTK.prepare(out, overwrite=overwrite)
     record = config.to_dict()
     pooling = config.pooling
@@ -171,14 +186,19 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
         pooling = resolve_pooling(config.pooling, config.model)
         if pooling != config.pooling:
             record.update(pooling=pooling, pooling_requested=config.pooling)
-    NTK.write_record(out, record, config.seed)
+    NTK.write_record(out, record, config.seed, describe(device))
     torch.manual_seed(config.seed)
-    clf, tokenizer, task, info = _build_state(config, pooling, data_dir)
+    clf, tokenizer, task, info = _build_state(config, pooling, data_dir, device)
     info["pooling"] = clf.pooling
+    dtype = NTK_DTYPES[config.ntk_dtype]
+    clf.to(dtype)
     ft_reference = info.pop("ft_reference", None)
+    if ft_reference is not None:
+        ft_reference.to(dtype)
     template = info["pair_template"]
     train, y_train, train_idx = _sample(task.train, config.n_train, config.seed, tokenizer, config.max_length, template)
     evals, y_eval, eval_idx = _sample(task.test, config.n_eval, config.seed, tokenizer, config.max_length, template)
+    train, evals = ({k: v.to(device) for k, v in batch.items()} for batch in (train, evals))
     say(
         f"NTK of {config.state} on {task.name}: {len(y_train)} train × {len(y_eval)} test, C = {task.num_labels}, "
         f"pooling {clf.pooling}"
@@ -191,7 +211,7 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
         model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(blocks), progress=progress
     )
     with torch.no_grad():
-        logits_train = clf(**train).double().numpy()
+        logits_train = clf(**train).double().cpu().numpy()
     kernel_stats, arrays = kernel_table(
         comp.pre,
         comp.ft,
@@ -222,6 +242,7 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
         "eval_split": "test",
         "train_indices": train_idx,
         "eval_indices": eval_idx,
+        "device": str(device),
         **info,
         **kernel_stats,
         "trace": _trace_record(model, train, config, kernel_stats["ft"]["trace"], ft_reference),

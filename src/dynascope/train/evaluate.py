@@ -8,6 +8,7 @@ from torch import nn
 
 from dynascope.data.encode import Encoded, iterate_batches
 from dynascope.data.task import METRICS
+from dynascope.device import module_device
 from dynascope.errors import ConfigError
 from dynascope.progress import progress
 
@@ -16,8 +17,10 @@ from dynascope.progress import progress
 def predict(
     clf: nn.Module, enc: Encoded, batch_size: int = 64, desc: str = "eval"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits [N, C] and features φ [N, h] (float32, in the split's order), in eval mode."""
+    """Logits [N, C] and features φ [N, h] (float32 NumPy, in the split's order), in eval mode, computed on
+    ``clf``'s device."""
     was_training = clf.training
+    device = module_device(clf)
     clf.eval()
     logits = np.zeros((len(enc), clf.num_labels), dtype=np.float32)
     phi = None
@@ -25,11 +28,11 @@ def predict(
         for batch, idx in progress(
             iterate_batches(enc, batch_size), desc=desc, total=-(-len(enc) // batch_size)
         ):
-            feats = clf.features(**batch)
+            feats = clf.features(**{k: v.to(device) for k, v in batch.items()})
             if phi is None:
                 phi = np.zeros((len(enc), feats.shape[1]), dtype=np.float32)
-            phi[idx] = feats.float().numpy()
-            logits[idx] = clf.head(feats).float().numpy()
+            phi[idx] = feats.float().cpu().numpy()
+            logits[idx] = clf.head(feats).float().cpu().numpy()
     finally:
         clf.train(was_training)
     assert phi is not None

@@ -6,6 +6,10 @@ Batches use dynamic padding with length bucketing. Only parameters with ``requir
 runs train adapter + head. After each epoch a checkpoint (trainable state, optimiser, schedule, RNG, history,
 best state) is written atomically; a rerun with the same checkpoint folder resumes after the last finished
 epoch and reaches the same result as an uninterrupted run.
+
+The loop runs on the classifier's device (batches follow the model). ``precision`` bf16 / fp16 runs each training
+step's forward pass and loss under ``torch.autocast`` (fp16 with a gradient scaler, checkpointed too); fp32 enters
+no autocast region. Validation runs in float32 either way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from dynascope.data.encode import Encoded, batch_order, collate
+from dynascope.device import autocast, check_precision, grad_scaler, module_device
 from dynascope.errors import ConfigError, TrainingError
 from dynascope.progress import progress, say
 from dynascope.runio import write_torch
@@ -41,6 +46,7 @@ class FinetuneSettings:
     weight_decay: float = 0.0
     bucket: bool = True
     select_metric: str = "accuracy"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -48,6 +54,7 @@ class FinetuneSettings:
         check_number(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
         check_number(self.max_grad_norm, "max_grad_norm", minimum=0.0, exclusive_minimum=True)
         check_number(self.weight_decay, "weight_decay", minimum=0.0)
+        check_precision(self.precision)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -109,6 +116,8 @@ def finetune(
         eps=1e-8,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    device = module_device(clf)
+    scaler = grad_scaler(device, settings.precision)
     result = FinetuneResult()
     best_score = -np.inf
     best_state = _snapshot(params)
@@ -116,7 +125,7 @@ def finetune(
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     start_epoch = 1
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=False, map_location=device)
         if state["settings"] != settings.to_dict() or state["seed"] != seed:
             raise ConfigError(
                 f"{ckpt_path} was written with other settings or seed; remove it or use another --out"
@@ -126,7 +135,10 @@ def finetune(
                 params[name].copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"])
+        scaler.load_state_dict(state.get("scaler", {}))
+        torch.set_rng_state(state["rng"].cpu())
+        if "cuda_rng" in state and device.type == "cuda":  # dropout masks on the GPU come from its generator
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         result = FinetuneResult(**state["result"])
         best_score, best_state = state["best_score"], state["best_state"]
         start_epoch = result.resumed_after = len(result.history) + 1
@@ -139,15 +151,18 @@ def finetune(
         )
         losses = []
         for idx in progress(order, desc=f"epoch {epoch}/{settings.epochs}"):
-            batch = collate(train, idx)
-            labels = torch.as_tensor(train.labels[idx])
-            loss = nn.functional.cross_entropy(clf(**batch), labels)
+            batch = {k: v.to(device) for k, v in collate(train, idx).items()}
+            labels = torch.as_tensor(train.labels[idx]).to(device)
+            with autocast(device, settings.precision):
+                loss = nn.functional.cross_entropy(clf(**batch), labels)
             if not torch.isfinite(loss):
                 _diverged(f"the training loss is {float(loss)}", epoch, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients (a no-op unless fp16)
             torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             losses.append(float(loss.detach()) * len(idx))
         logits, _ = predict(clf, val, settings.eval_batch_size, desc="validate")
@@ -182,6 +197,8 @@ def finetune(
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "rng": torch.get_rng_state(),
+                    "scaler": scaler.state_dict(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                     "result": asdict(result),
                     "best_score": best_score,
                     "best_state": best_state,

@@ -29,6 +29,7 @@ import torch
 from dynascope.analysis.verdicts import learned, learning_margin, majority_baseline
 from dynascope.data import load_task, stratified_subset
 from dynascope.data.encode import PAIR_TEMPLATES, encode_split, resolve_pair_template
+from dynascope.device import check_precision, describe, resolve_device
 from dynascope.errors import ConfigError
 from dynascope.models.backbone import check_max_length, load_backbone, load_tokenizer, resolve_pooling
 from dynascope.models.classifier import POOLING_CHOICES, Classifier, require_varying_phi
@@ -81,6 +82,12 @@ class RunConfig:
     16 for FT/LoRA and 8 for LP-FT/LP-LoRA. ``steps``: minimum optimizer steps of the FT stage. ``pooling`` and
     ``pair_template`` ``"auto"`` are resolved per model when the run starts (``models.backbone.resolve_pooling``,
     ``data.encode.resolve_pair_template``); ``config.json`` records the resolved values (:meth:`record`).
+
+    ``precision`` (fp32, bf16, fp16: autocast of the FT stage's training steps) changes the results and is part of
+    the record. ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is where the run computes: a CPU and a GPU run
+    of one config are the same experiment up to float rounding (and the GPU's own dropout masks), so it is left
+    out of ``to_dict`` and of equality (a finished run is reused on any device); ``env.json`` and the metrics
+    record the device the run resolved it to.
     """
 
     task: str
@@ -104,6 +111,8 @@ class RunConfig:
     lp: ProbeSettings = field(default_factory=ProbeSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     save_backbone: bool = False
+    precision: str = "fp32"
+    device: str = field(default="auto", compare=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -113,6 +122,7 @@ class RunConfig:
         if self.pair_template not in PAIR_TEMPLATES:
             raise ConfigError(f"pair_template must be one of {PAIR_TEMPLATES}; got {self.pair_template!r}")
         check_seed(self.seed)
+        check_precision(self.precision)
         for name, minimum in (("max_train", 2), ("max_eval", 2), ("steps", 1), ("batch_size", 1)):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=minimum)
@@ -145,8 +155,9 @@ class RunConfig:
         return self.lr_grid or DEFAULT_LR_GRIDS[self.method]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (LoRA settings only for LoRA recipes)."""
+        """JSON-ready form (LoRA settings only for LoRA recipes; no ``device``: see the class docstring)."""
         out = asdict(self)
+        del out["device"]
         out["lp"] = self.lp.to_dict()
         out["lora"] = self.lora.to_dict() if _lora_stage(self.method) else None
         out["lr_grid"] = list(self.lr_grid) if self.lr_grid is not None else None
@@ -233,7 +244,9 @@ def choose_lr(
     return select_lr(config.grid(), config.seed, root, point)
 
 
-def _adopt_grid_point(choice: LrChoice, config: RunConfig, out: Path, record: dict[str, Any]) -> dict | None:
+def _adopt_grid_point(
+    choice: LrChoice, config: RunConfig, out: Path, record: dict[str, Any], env: dict[str, Any]
+) -> dict | None:
     """Copy the chosen grid point into ``out`` when it is this very run (same seed and config); else None."""
     where = Path(choice.runs[lr_key(choice.chosen)])
     if choice.seed != config.seed or not FINETUNE.is_finished(where):
@@ -244,7 +257,7 @@ def _adopt_grid_point(choice: LrChoice, config: RunConfig, out: Path, record: di
     for item in sorted(where.iterdir()):
         if item.is_file() and item.name not in skip:
             shutil.copy2(item, out / item.name)
-    FINETUNE.write_record(out, record, config.seed)
+    FINETUNE.write_record(out, record, config.seed, env)
     metrics = {**FINETUNE.load(where, "metrics"), "adopted_from": str(where)}
     FINETUNE.write(out, "metrics", metrics)
     return metrics
@@ -266,6 +279,8 @@ def run(
     """
     started = time.perf_counter()
     config = config.resolved()
+    device = resolve_device(config.device)
+    env = describe(device)
     out = FINETUNE.prepare(out, overwrite=overwrite)
     pooling = resolve_pooling(config.pooling, config.model)
     pair_template = resolve_pair_template(config.pair_template, load_tokenizer(config.model))
@@ -274,10 +289,10 @@ def run(
         choice = lr_choice or choose_lr(config, FINETUNE.path(out, "lr_grid"), data_dir=data_dir)
         config = dataclasses.replace(config, lr=choice.chosen)
         record = {**config.record(pooling, pair_template), "lr_search": choice.to_dict()}
-        adopted = _adopt_grid_point(choice, config, out, record)
+        adopted = _adopt_grid_point(choice, config, out, record, env)
         if adopted is not None:
             return adopted
-    FINETUNE.write_record(out, record, config.seed)
+    FINETUNE.write_record(out, record, config.seed, env)
     torch.manual_seed(config.seed)
 
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
@@ -293,7 +308,7 @@ def run(
         head_init_std=config.head_init_std,
         head_dropout=config.head_dropout,
         seed=config.seed,
-    )
+    ).to(device)
     norm_init = clf.head_norm()
     say(
         f"{config.task}/{config.method} seed {config.seed}: {len(train_enc)} train, "
@@ -318,7 +333,7 @@ def run(
             task.num_labels,
             config.lp,
             seed=config.seed,
-            init=(clf.head.weight.detach().double().numpy(), clf.head.bias.detach().double().numpy()),
+            init=(clf.head.weight.detach().double().cpu().numpy(), clf.head.bias.detach().double().cpu().numpy()),
         )
         clf.set_head(torch.as_tensor(probe.weight), torch.as_tensor(probe.bias))
         norm_after_lp = clf.head_norm()
@@ -353,6 +368,7 @@ def run(
             batch_size=config.batch_size,
             eval_batch_size=config.eval_batch_size,
             select_metric="mcc" if "mcc" in task.metrics else "accuracy",
+            precision=config.precision,
         )
         result = finetune(
             clf,
@@ -371,7 +387,7 @@ def run(
         if config.method == "lp":
             phi_post[key] = phi_pre[key]
             with torch.no_grad():
-                logits[key] = clf.head(torch.as_tensor(phi_pre[key])).numpy()
+                logits[key] = clf.head(torch.as_tensor(phi_pre[key], device=device)).cpu().numpy()
         else:
             logits[key], phi_post[key] = predict(clf, enc, config.eval_batch_size, desc=f"φ post {key}")
     labels = {key: enc.labels for key, enc in evals.items()}
@@ -425,6 +441,7 @@ def run(
         "optimizer_steps": optimizer_steps,
         "trainable_parameters": trainable,
         "n_train": len(train_enc),
+        "device": str(device),
         "seconds": time.perf_counter() - started,
     }
     FINETUNE.write(out, "metrics", metrics)
