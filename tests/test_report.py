@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import re
@@ -10,14 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dynascope.analysis.calibration import calibration_metrics
 from dynascope.cli import main
+from dynascope.dynamics.analyze import AnalysisConfig
+from dynascope.dynamics.models import ModelConfig
+from dynascope.dynamics.sudoku import SudokuSplit, random_cell_maps, relabel_digits
+from dynascope.dynamics.train import TrainConfig, train_run
 from dynascope.errors import DataError
+from dynascope.pipelines.dynamics import analyze_run_dir
 from dynascope.report.build import ReportConfig, build_report
-from dynascope.report.runs import discover_runs
+from dynascope.report.runs import LoopedRun, discover_runs
 from dynascope.report.tables import Stat, Table, pct, sig3
-from dynascope.runio import read_json
+from dynascope.runio import STUDY, read_json, write_json, write_npz
 
 METHODS = ("lp", "ft", "lp-ft")
 SEEDS = (0, 1)
@@ -59,6 +66,7 @@ def test_report_has_every_table_and_an_img_per_figure(runs_root: Path, tmp_path:
     assert "bare/ft/seed 0" in notes and "no logits.npz" in notes and "no features.npz" in notes
     assert "calibration computed on the fly for 6 run(s)" in notes
     assert read_json(out / "config.json")["ntk_runs"] and (out / "env.json").exists()
+    assert "sec-dynamics" not in page and read_json(out / "config.json")["looped_runs"] == []
 
 
 def test_accuracy_table_is_mean_and_sample_std_over_seeds(runs_root: Path, tmp_path: Path) -> None:
@@ -227,3 +235,149 @@ def test_accuracy_tables_count_the_seeds_that_learned_and_skip_lr_grid_points(tm
     (table,) = accuracy_tables(found.finetune)
     assert table.columns[:3] == ["method", "seeds", "learned"]
     assert table.display_rows()[0][:3] == ["ft", "2", "1/2"]
+
+
+def _pngs(page: str) -> dict[str, bytes]:
+    """Every embedded figure of a report page, decoded, by figure name."""
+    found = re.findall(r'<figure id="fig-([^"]+)"><img src="data:image/png;base64,([^"]+)"', page)
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+def _assert_valid_png(data: bytes) -> None:
+    from PIL import Image
+
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.width > 100 and image.height > 100
+
+
+@pytest.fixture
+def dynamics_root(tmp_path: Path, looped_run_factory: Callable[..., Path]) -> Path:
+    """A finished ``reproduce dynamics``-like study (two runs) and two seeds of a standalone recipe, one analysed."""
+    root = tmp_path / "dynamics"
+    study = root / "study"
+    looped_run_factory(study / "runs" / "itrsa_none", run="itrsa_none", norm="none")
+    looped_run_factory(
+        study / "runs" / "akorn_spec", run="akorn_spec", model="akorn", norm="pi_osc", regularizer="spec"
+    )
+    write_json(STUDY.path(study, "results_json"), {"preset": "toy", "runs": {}})
+    STUDY.write(study, "results", "# results\n")
+    for seed in SEEDS:
+        looped_run_factory(root / "solo" / f"seed{seed}", seed=seed, learning_curve=True, analysis=seed == 0)
+    return root
+
+
+def test_dynamics_section_from_looped_runs_and_a_study(
+    dynamics_root: Path, tmp_path: Path, finetune_run_factory: Callable[..., Path]
+) -> None:
+    ft = finetune_run_factory(tmp_path / "ft-run", pieces=())
+    out = tmp_path / "report"
+    result = build_report([dynamics_root, ft], out, ReportConfig(tsne=False))
+    page = result.html_path.read_text(encoding="utf-8")
+    assert '<section id="sec-dynamics">' in page and '<section id="sec-accuracy">' in page
+    assert "Studies: " in page and "preset toy, 2 looped run(s)" in page
+    assert {"dynamics_accuracy", "dynamics_lyapunov", "dynamics_training"} <= set(result.tables)
+    dynamics_figures = {"accuracy", "lyapunov", "eigenvalues", "energy", "train-loss", "learning-curve"}
+    assert {f"dynamics-{name}" for name in dynamics_figures} <= set(result.figures)
+    pngs = _pngs(page)
+    assert set(pngs) == set(result.figures)
+    for data in pngs.values():
+        _assert_valid_png(data)
+    assert any("no analysis.json in seed1" in n for n in result.notes)
+    record = read_json(out / "config.json")
+    assert len(record["looped_runs"]) == 4 and record["studies"] == [str(dynamics_root / "study")]
+
+    solo = [read_json(dynamics_root / "solo" / f"seed{s}" / "metrics.json") for s in SEEDS]
+    acc = {(r["run"], r["test set"], r["accuracy"]): r for r in _csv_rows(out / "tables" / "dynamics_accuracy.csv")}
+    assert {run for run, _, _ in acc} == {"itrsa_none", "akorn_spec", "itrsa + rms_token"}
+    row = acc[("itrsa + rms_token", "OOD", "blank cell")]
+    values = [m["cell_accuracy"]["ood"]["8"] for m in solo]
+    assert row["seeds"] == "2" and float(row["T=8 (%) mean"]) == pytest.approx(100 * np.mean(values))
+    assert float(row["T=8 (%) std"]) == pytest.approx(100 * np.std(values, ddof=1))
+    lyap = {r["run"]: r for r in _csv_rows(out / "tables" / "dynamics_lyapunov.csv")}
+    analysis = read_json(dynamics_root / "solo" / "seed0" / "analysis.json")
+    mine = lyap["itrsa + rms_token"]
+    assert mine["seeds analysed"] == "1" and float(mine["λ_max mean"]) == analysis["summary"]["lyapunov_max"]
+    assert float(mine["λ_mean mean"]) == analysis["summary"]["lyapunov_mean"]
+    assert mine["λ_mean over"] == "567 of 648" and mine["Prop. 5.1 bound holds"] == "yes"
+    assert float(mine["ID board (%) mean"]) == pytest.approx(100 * solo[0]["board_accuracy"]["id"]["4"])
+    training = {r["run"]: r for r in _csv_rows(out / "tables" / "dynamics_training.csv")}
+    assert training["akorn_spec"]["regularizer"] == "spec (λ = 0)" and training["itrsa_none"]["norm"] == "none"
+    assert float(training["itrsa + rms_token"]["final train loss mean"]) == pytest.approx(
+        np.mean([m["train_loss"][-1] for m in solo])
+    )
+
+
+def test_dynamics_only_report_notes_what_is_missing(tmp_path: Path, looped_run_factory: Callable[..., Path]) -> None:
+    bare = looped_run_factory(tmp_path / "bare", analysis=False)
+    broken = looped_run_factory(tmp_path / "broken")
+    (broken / "analysis.json").write_text("{not json", encoding="utf-8")
+    odd = looped_run_factory(tmp_path / "odd", run="odd")
+    (odd / "analysis.json").write_text('{"boards": []}', encoding="utf-8")
+    result = build_report([bare, broken, odd], tmp_path / "report")
+    page = result.html_path.read_text(encoding="utf-8")
+    assert "sec-ntk" not in page and "sec-dynamics" in page
+    assert result.tables == ["dynamics_accuracy", "dynamics_training"]
+    assert result.figures == ["dynamics-accuracy", "dynamics-train-loss"]
+    notes = " ".join(result.notes)
+    assert "no analysis.json in bare" in notes and "cannot read JSON" in notes and "unexpected layout" in notes
+    assert "no run records a per-step learning curve" in notes
+    # bare and broken share a recipe: one row of two seeds (both seed 0), named by the recipe; odd by its run name
+    rows = _csv_rows(tmp_path / "report" / "tables" / "dynamics_training.csv")
+    assert [(r["run"], r["seeds"]) for r in rows] == [("itrsa + rms_token", "2"), ("odd", "1")]
+
+
+def test_learning_curve_layouts(tmp_path: Path, looped_run_factory: Callable[..., Path]) -> None:
+    path = looped_run_factory(tmp_path / "run", analysis=False)
+    metrics = read_json(path / "metrics.json")
+    records = [{"step": 10, "board_accuracy": 0.0, "cell_accuracy": {"id": 0.2}}, {"step": 20, "board_accuracy": 0.5}]
+    columns = {"optimizer_step": [10, 20], "board_accuracy": {"id": [0.1, 0.3], "ood": [0.0, 0.1]}, "note": "x"}
+    curve = LoopedRun.load(path, {**metrics, "learning_curve": records}).learning_curve()
+    assert curve == {"board_accuracy": ([10.0, 20.0], [0.0, 0.5]), "cell_accuracy.id": ([10.0], [0.2])}
+    curve = LoopedRun.load(path, {**metrics, "learning_curve": columns}).learning_curve()
+    assert curve == {"board_accuracy.id": ([10.0, 20.0], [0.1, 0.3]), "board_accuracy.ood": ([10.0, 20.0], [0.0, 0.1])}
+    assert LoopedRun.load(path, metrics).learning_curve() is None
+
+
+BASE_GRID = np.array([(3 * (r % 3) + r // 3 + c) % 9 + 1 for r in range(9) for c in range(9)], dtype=np.int8)
+
+
+def _sudoku_boards(n: int, givens: int, seed: int) -> SudokuSplit:
+    """``n`` solved grids (the base grid under random symmetries) with ``givens`` cells revealed."""
+    rng = np.random.default_rng(seed)
+    grids = relabel_digits(np.tile(BASE_GRID, (n, 1)), np.argsort(rng.random((n, 9)), axis=1) + 1)
+    solutions = np.take_along_axis(grids, random_cell_maps(rng, n), axis=1).astype(np.int8)
+    puzzles = np.where(np.argsort(rng.random((n, 81)), axis=1) < givens, solutions, 0).astype(np.int8)
+    lines, counts = np.zeros(n, dtype=np.int32), np.full(n, givens, dtype=np.int16)
+    return SudokuSplit(puzzles=puzzles, solutions=solutions, source_line=lines, num_givens=counts)
+
+
+def test_a_trained_and_analysed_looped_run_through_the_report_command(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    sudoku = tmp_path / "sudoku"
+    splits = {"easy_train": _sudoku_boards(60, 40, 0), "easy_test": _sudoku_boards(10, 40, 1)}
+    splits["hard_test"] = _sudoku_boards(10, 25, 2)
+    for name, split in splits.items():
+        write_npz(sudoku / f"{name}.npz", split.arrays())
+    model = ModelConfig(model="itrsa", width=4, heads=2, osc_size=4, norm="rms_token")
+    config = TrainConfig(model=model, epochs=2, batch_size=20, lr=1e-2, loop_steps=2, eval_steps=(1, 2, 4), ema_start=2)
+    run = tmp_path / "run"
+    train_run(config, splits["easy_train"], splits["easy_test"], splits["hard_test"], run)
+    settings = AnalysisConfig(boards=1, t_jacobian=2, lyap_steps=2, trace_steps=2, ci_times=(0, 2))
+    analysis = analyze_run_dir(run, settings, sudoku)
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out), "--quiet"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<section id="sec-dynamics">' in page
+    pngs = _pngs(page)
+    assert {"dynamics-accuracy", "dynamics-lyapunov", "dynamics-eigenvalues", "dynamics-energy"} <= set(pngs)
+    for data in pngs.values():
+        _assert_valid_png(data)
+    (lyap,) = _csv_rows(out / "tables" / "dynamics_lyapunov.csv")
+    assert float(lyap["λ_max mean"]) == pytest.approx(analysis["summary"]["lyapunov_max"])
+    assert lyap["λ_mean over"] == f"{analysis['boards'][0]['lyapunov']['mean_over']} of {81 * 4}"
+    metrics = read_json(run / "metrics.json")
+    acc = {(r["test set"], r["accuracy"]): r for r in _csv_rows(out / "tables" / "dynamics_accuracy.csv")}
+    assert float(acc[("OOD", "board")]["T=4 (%) mean"]) == pytest.approx(100 * metrics["board_accuracy"]["ood"]["4"])

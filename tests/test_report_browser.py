@@ -1,4 +1,5 @@
-"""Open a built report in headless Chromium: every image decodes and every table is on the page.
+"""Open built reports (fine-tuning, and one with the dynamics section) in headless Chromium: every image decodes
+and every table is on the page.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``).
 Without them the test is skipped, except under CI (env var ``CI`` set), where their absence fails it.
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dynascope.report.build import ReportConfig, build_report
+from dynascope.report.build import ReportConfig, ReportResult, build_report
+from dynascope.runio import STUDY
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -63,21 +65,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_report_renders_in_headless_chromium(
-    browser: WebDriver,
-    tmp_path: Path,
-    finetune_run_factory: Callable[..., Path],
-    ntk_run_factory: Callable[..., Path],
-) -> None:
+def _check_page(browser: WebDriver, result: ReportResult) -> None:
+    """Open the report: every image decodes, every table and figure is shown, nothing is fetched from outside."""
     from selenium.webdriver.common.by import By
-
-    root = tmp_path / "runs"
-    for method in ("ft", "lp-ft"):
-        for seed in (0, 1):
-            finetune_run_factory(root / f"toy-{method}-{seed}", method=method, seed=seed)
-    ntk_run_factory(root / "ntk-toy")
-    result = build_report([root], tmp_path / "report", ReportConfig(tsne_max_points=30))
-    assert result.figures and result.tables
 
     browser.get(result.html_path.resolve().as_uri())
     images = browser.find_elements(By.TAG_NAME, "img")
@@ -96,6 +86,45 @@ def test_report_renders_in_headless_chromium(
         "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'));"
     )
     assert external == []
+
+
+def test_report_renders_in_headless_chromium(
+    browser: WebDriver,
+    tmp_path: Path,
+    finetune_run_factory: Callable[..., Path],
+    ntk_run_factory: Callable[..., Path],
+) -> None:
+    root = tmp_path / "runs"
+    for method in ("ft", "lp-ft"):
+        for seed in (0, 1):
+            finetune_run_factory(root / f"toy-{method}-{seed}", method=method, seed=seed)
+    ntk_run_factory(root / "ntk-toy")
+    result = build_report([root], tmp_path / "report", ReportConfig(tsne_max_points=30))
+    assert result.figures and result.tables
+    _check_page(browser, result)
     # The image probe can fail: an undecodable PNG reports naturalWidth 0.
     browser.get("data:text/html,<img src='data:image/png;base64,AAAA'>")
     assert browser.execute_script("return document.images[0].naturalWidth;") == 0
+
+
+def test_dynamics_report_renders_in_headless_chromium(
+    browser: WebDriver,
+    tmp_path: Path,
+    finetune_run_factory: Callable[..., Path],
+    looped_run_factory: Callable[..., Path],
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    study = tmp_path / "study"
+    looped_run_factory(study / "runs" / "itrsa_none", run="itrsa_none", norm="none")
+    looped_run_factory(study / "runs" / "itrsa_rms", run="itrsa_rms", learning_curve=True)
+    STUDY.write(study, "results", "# results\n")
+    finetune_run_factory(tmp_path / "ft", pieces=())
+    result = build_report([study, tmp_path / "ft"], tmp_path / "report", ReportConfig(tsne=False))
+    dynamics = [name for name in result.figures if name.startswith("dynamics-")]
+    assert len(dynamics) == 6
+    _check_page(browser, result)
+    section = browser.find_element(By.ID, "sec-dynamics")
+    assert section.is_displayed() and section.find_element(By.TAG_NAME, "h2").text == "Dynamics"
+    assert len(section.find_elements(By.TAG_NAME, "img")) == len(dynamics)
+    assert browser.find_element(By.CSS_SELECTOR, "nav a[href='#sec-dynamics']").is_displayed()

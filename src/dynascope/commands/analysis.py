@@ -95,7 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("report", help="build a self-contained HTML report and tables from run directories")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or directories holding runs")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="fine-tuning, NTK or dynamics run directories, or directories holding runs (e.g. a reproduce study)",
+    )
     _add_calibration_flags(p)
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE figures (the slowest part)")
     p.add_argument("--tsne-points", type=int, default=300, help="examples per t-SNE plot (default 300)")

@@ -1,8 +1,10 @@
 """Build the report: find runs, compute what is missing, write ``report.html`` and ``tables/*.md|csv``.
 
-Each optional piece (logits, features, head, per-epoch norms, calibration, NTK spectra) is used when
-present and otherwise skipped with a note on the page; a malformed optional file of one run also
-becomes a note rather than an error, so one bad run never hides the others.
+Each optional piece (logits, features, head, per-epoch norms, calibration, NTK spectra, a looped run's
+analysis.json and learning curve) is used when present and otherwise skipped with a note on the page; a
+malformed optional file of one run also becomes a note rather than an error, so one bad run never hides the
+others. Looped-model runs (``dynamics train``, ``reproduce dynamics``) fill the Dynamics section, drawn from
+their stored results only (nothing is recomputed for them).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from dynascope.analysis.features import tsne_embedding, tsne_features_and_head
 from dynascope.analysis.temperature import METRIC_KEYS, TemperatureConfig
 from dynascope.errors import ConfigError, DynascopeError
 from dynascope.progress import progress, say
-from dynascope.report import plots
+from dynascope.report import dynamics_plots, plots
 from dynascope.report.html import FigureItem, Section, render_page
 from dynascope.report.runs import (
     Discovered,
     FinetuneRun,
+    LoopedRun,
     NtkRun,
     calibration_of,
     discover_runs,
@@ -34,13 +37,17 @@ from dynascope.report.tables import (
     Table,
     accuracy_tables,
     calibration_table,
+    dynamics_accuracy_table,
     feature_table,
+    group_looped,
     group_runs,
     head_norm_table,
+    looped_training_table,
+    lyapunov_table,
     ntk_run_table,
     ntk_table,
 )
-from dynascope.runio import FINETUNE, REPORT, write_text
+from dynascope.runio import FINETUNE, LOOPED, REPORT, STUDY, write_text
 
 T = TypeVar("T")
 
@@ -268,6 +275,146 @@ def _ntk_figures(runs: Sequence[NtkRun], notes: list[str]) -> list[FigureItem]:
     return figures
 
 
+def _usable_analysis(stored: Any) -> bool:
+    """Whether a stored analysis.json has the layout ``dynamics analyze`` writes (a summary and analysed boards)."""
+    needed = {"eigenvalues", "lyapunov", "pseudo_energy", "contribution_index"}
+    try:
+        boards = stored["boards"]
+        return isinstance(stored["summary"], dict) and len(boards) > 0 and all(needed <= set(b) for b in boards)
+    except (KeyError, TypeError):
+        return False
+
+
+def _analyses(runs: Sequence[LoopedRun], notes: list[str]) -> dict[str, dict[str, Any]]:
+    """The usable analysis.json of each looped run, keyed by run path; a note for each run without one."""
+    out: dict[str, dict[str, Any]] = {}
+    name = LOOPED.files["analysis"]
+    missing = []
+    for run in runs:
+        stored = _attempt(notes, f"{run.path} {name}", run.stored_analysis)
+        if _usable_analysis(stored):
+            out[str(run.path)] = stored
+        elif stored is not None:
+            notes.append(f"{run.path}: {name} has an unexpected layout, skipped")
+        elif not LOOPED.has(run.path, "analysis"):
+            missing.append(run.path.name)
+    if missing:
+        notes.append(
+            f"no {name} in {', '.join(missing)} (run `dynascope dynamics analyze RUN`): their Lyapunov exponents, "
+            "eigenvalues and energies are not shown"
+        )
+    return out
+
+
+def _figure(notes: list[str], name: str, caption: str, draw: Callable[[], bytes]) -> list[FigureItem]:
+    """``[FigureItem(name, caption, draw())]``, or none with a note when the results behind it are malformed."""
+    png = _attempt(notes, f"figure {name}", draw)
+    return [] if png is None else [FigureItem(name, caption, png)]
+
+
+def _study_line(study: Path, runs: Sequence[LoopedRun], notes: list[str]) -> str:
+    """``DIR (preset P, k looped runs)`` for a study given to the report."""
+    results = _attempt(
+        notes, f"{study} {STUDY.files['results_json']}", lambda: STUDY.load_optional(study, "results_json")
+    )
+    preset = results.get("preset") if isinstance(results, dict) else None
+    count = sum(r.study == study for r in runs)
+    return f"{study} ({f'preset {preset}, ' if preset else ''}{count} looped run(s))"
+
+
+def _lyapunov_points(
+    runs: Sequence[LoopedRun], names: dict[str, str], analyses: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per analysed run: its λ_max, λ_mean and accuracies at the training T (the Lyapunov-vs-accuracy figure)."""
+    return [
+        {
+            "name": names[str(r.path)],
+            "max": analyses[str(r.path)]["summary"].get("lyapunov_max"),
+            "mean": analyses[str(r.path)]["summary"].get("lyapunov_mean"),
+            **{k: {s: r.at_training_t(k, s) for s in ("id", "ood")} for k in ("board_accuracy", "cell_accuracy")},
+        }
+        for r in runs
+        if str(r.path) in analyses
+    ]
+
+
+def _dynamics_figures(
+    runs: Sequence[LoopedRun], names: dict[str, str], analyses: dict[str, dict[str, Any]], notes: list[str]
+) -> list[FigureItem]:
+    """Accuracy vs T, accuracy vs λ, eigenvalues, energies (analysed runs), loss per epoch, per-step curves."""
+    rows = [{"name": names[str(r.path)], "metrics": r.metrics, "analysis": analyses.get(str(r.path))} for r in runs]
+    analysed = [row for row in rows if row["analysis"] is not None]
+    figures = _figure(
+        notes,
+        "dynamics-accuracy",
+        "Board and blank-cell accuracy vs loop steps T on ID and OOD boards, one line per run",
+        lambda: dynamics_plots.study_accuracy_figure(rows),
+    )
+    if analysed:
+        points = _lyapunov_points(runs, names, analyses)
+        t_jacobian = "/".join(
+            sorted({str((row["analysis"].get("config") or {}).get("t_jacobian")) for row in analysed})
+        )
+        figures += _figure(
+            notes,
+            "dynamics-lyapunov",
+            "Accuracy at the training T against λ_max and λ_mean (circle: ID, square: OOD)",
+            lambda: dynamics_plots.lyapunov_accuracy_figure(points),
+        )
+        figures += _figure(
+            notes,
+            "dynamics-eigenvalues",
+            f"Eigenvalues of the one-step Jacobian at t = {t_jacobian} with the unit circle (first analysed board)",
+            lambda: dynamics_plots.study_eigenvalue_figure(analysed),
+        )
+        figures += _figure(
+            notes,
+            "dynamics-energy",
+            "Pseudo-energy and contribution index along the loop steps t (first analysed board)",
+            lambda: dynamics_plots.study_energy_figure(analysed),
+        )
+    losses = {names[str(r.path)]: r.metrics["train_loss"] for r in runs if r.metrics.get("train_loss")}
+    if losses:
+        figures += _figure(
+            notes, "dynamics-train-loss", "Training loss per epoch", lambda: dynamics_plots.train_loss_figure(losses)
+        )
+    curves = {}
+    for r in runs:
+        curve = _attempt(notes, f"{r.path} learning_curve", r.learning_curve)
+        if curve:
+            curves[names[str(r.path)]] = curve
+    if curves:
+        figures += _figure(
+            notes,
+            "dynamics-learning-curve",
+            "Learning curves: board and blank-cell accuracy vs optimizer step (OOD dashed)",
+            lambda: dynamics_plots.learning_curve_figure(curves),
+        )
+    else:
+        notes.append("no run records a per-step learning curve (learning_curve in its metrics): loss per epoch only")
+    return figures
+
+
+def _dynamics_section(runs: Sequence[LoopedRun], studies: Sequence[Path]) -> Section:
+    """Accuracy vs T, Lyapunov exponents vs accuracy, Jacobian eigenvalues, energies and learning curves."""
+    sec = Section(
+        "Dynamics",
+        "Looped self-attention models on Sudoku: ID = easy test boards, OOD = hard test boards. Runs that share a "
+        "recipe and differ only in the seed form one row (mean ± std over seeds); figures draw every run.",
+    )
+    held = [s for s in studies if any(r.study == s for r in runs)]
+    if held:
+        sec.intro += " Studies: " + "; ".join(_study_line(s, runs, sec.notes) for s in held) + "."
+    groups = group_looped(runs)
+    names = {str(r.path): name if len(rs) == 1 else f"{name} seed {r.seed}" for name, rs in groups.items() for r in rs}
+    analyses = _analyses(runs, sec.notes)
+    sec.tables = [dynamics_accuracy_table(groups), looped_training_table(groups)]
+    if analyses:
+        sec.tables.insert(1, lyapunov_table(groups, analyses))
+    sec.figures = _dynamics_figures([r for rs in groups.values() for r in rs], names, analyses, sec.notes)
+    return sec
+
+
 def build_sections(found: Discovered, cfg: ReportConfig) -> list[Section]:
     """Compute every table and figure of the report for the runs found."""
     runs = found.finetune
@@ -292,13 +439,16 @@ def build_sections(found: Discovered, cfg: ReportConfig) -> list[Section]:
             cal.tables = [calibration_table(runs, calibration)]
             cal.figures = _reliability_figures(runs, calibration, cal.notes)
         sections += [acc, norms, feats, cal]
-    ntk = Section("NTK", "Pre-train-effective (P), FT-effective (F) and total kernels at the start of training.")
-    if found.ntk:
-        ntk.tables = [ntk_table(found.ntk), ntk_run_table(found.ntk)]
-        ntk.figures = _ntk_figures(found.ntk, ntk.notes)
-    else:
-        ntk.notes.append("no NTK run directories were given")
-    sections.append(ntk)
+    if runs or found.ntk:
+        ntk = Section("NTK", "Pre-train-effective (P), FT-effective (F) and total kernels at the start of training.")
+        if found.ntk:
+            ntk.tables = [ntk_table(found.ntk), ntk_run_table(found.ntk)]
+            ntk.figures = _ntk_figures(found.ntk, ntk.notes)
+        else:
+            ntk.notes.append("no NTK run directories were given")
+        sections.append(ntk)
+    if found.looped:
+        sections.append(_dynamics_section(found.looped, found.studies))
     for s in sections:
         if not s.tables and not s.figures and not s.notes:
             s.notes.append("nothing to show for the runs given")
@@ -315,7 +465,10 @@ def build_report(
     found = discover_runs(paths)
     out = REPORT.prepare(out, overwrite=overwrite)
     REPORT.path(out, "report").unlink(missing_ok=True)  # an overwritten report is unfinished until rewritten
-    say(f"report: {len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)")
+    counts = f"{len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)"
+    if found.looped:
+        counts += f", {len(found.looped)} looped-model run(s)"
+    say(f"report: {counts}")
     sections = build_sections(found, cfg)
     if found.notes:
         sections[0].notes[:0] = found.notes
@@ -323,14 +476,13 @@ def build_report(
     for t in tables:
         write_text(REPORT.path(out, "tables") / f"{t.name}.md", t.to_markdown())
         write_text(REPORT.path(out, "tables") / f"{t.name}.csv", t.to_csv())
-    meta = [
-        f"{len(found.finetune)} fine-tuning run(s), {len(found.ntk)} NTK run(s)",
-        "Inputs: " + ", ".join(str(p) for p in paths),
-    ]
+    meta = [counts, "Inputs: " + ", ".join(str(p) for p in paths)]
     record = {
         "inputs": [str(p) for p in paths],
         "runs": [str(r.path) for r in found.finetune],
         "ntk_runs": [str(r.path) for r in found.ntk],
+        "looped_runs": [str(r.path) for r in found.looped],
+        "studies": [str(p) for p in found.studies],
         "report": asdict(cfg),
     }
     REPORT.write_record(out, record, cfg.seed)

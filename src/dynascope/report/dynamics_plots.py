@@ -1,8 +1,9 @@
 """Figures of the looped-attention half, as PNG bytes (the convention of :mod:`dynascope.report.plots`).
 
 Per run: eigenvalues of the one-step Jacobian, energy / alignment / contribution-index traces, board
-accuracy vs T. Per study: accuracy vs T of every run (board and blank-cell, ID and OOD), one eigenvalue panel
-per run, and the pseudo-energy and contribution index of every run.
+accuracy vs T. Per study (and in the report): accuracy vs T of every run (board and blank-cell, ID and OOD), one
+eigenvalue panel per run, the pseudo-energy and contribution index of every run; in the report also accuracy
+against the Lyapunov exponents, the training loss per epoch and the per-step learning curves.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def study_accuracy_figure(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def study_eigenvalue_figure(rows: Sequence[dict[str, Any]]) -> bytes:
     """One panel per run: eigenvalues of the one-step Jacobian of its first analysed board."""
-    cols = 3
+    cols = min(3, len(rows))
     nrows = (len(rows) + cols - 1) // cols
     fig = Figure(figsize=(4 * cols, 4 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
@@ -112,4 +113,61 @@ def study_energy_figure(rows: Sequence[dict[str, Any]]) -> bytes:
     for ax in axes:
         ax.set_xlabel("loop step t")
     axes[0].legend(fontsize=7)
+    return figure_png(fig)
+
+
+def lyapunov_accuracy_figure(points: Sequence[dict[str, Any]]) -> bytes:
+    """Accuracy against λ_max and λ_mean, one colour per run (circle: ID, square: OOD), board and blank-cell rows.
+
+    Each point is ``{"name", "max", "mean", "board_accuracy": {"id", "ood"}, "cell_accuracy": {"id", "ood"}}``
+    (fractions; a missing or non-finite value is left out).
+    """
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for i, point in enumerate(points):
+        for row, kind in enumerate(("board_accuracy", "cell_accuracy")):
+            for col, exponent in enumerate(("max", "mean")):
+                for split, marker in (("id", "o"), ("ood", "s")):
+                    x, y = point[exponent], point[kind].get(split)
+                    if x is None or y is None or not np.isfinite(x):
+                        continue
+                    label = f"{point['name']} ({split.upper()})" if row == col == 0 else None
+                    axes[row, col].scatter([x], [100 * y], color=f"C{i % 10}", marker=marker, s=30, label=label)
+    for row, what in enumerate(("board", "blank-cell")):
+        for col, exponent in enumerate(("λ_max", "λ_mean")):
+            axes[row, col].axvline(0.0, color="black", linewidth=0.6, linestyle=":")
+            axes[row, col].set(xlabel=exponent, ylabel=f"{what} accuracy (%)")
+    if any(ax.get_legend_handles_labels()[0] for ax in axes.ravel()):
+        axes[0, 0].legend(fontsize=6)
+    fig.suptitle("Accuracy at the training T vs Lyapunov exponents", fontsize=10)
+    return figure_png(fig)
+
+
+def train_loss_figure(losses: Mapping[str, Sequence[float]]) -> bytes:
+    """Training cross-entropy per epoch, one line per run (log scale when it spans more than a factor 10)."""
+    fig, (ax,) = subplots_row(1, 5.5, 3.6)
+    for name, curve in losses.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", markersize=2, label=name)
+    values = np.array([v for c in losses.values() for v in c], dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0 and values.max() > 10 * values.min():
+        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="Training loss per epoch")
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def learning_curve_figure(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]) -> bytes:
+    """Accuracy vs optimizer step per run: series whose name holds ``cell`` in the blank-cell panel, the others in
+    the board panel (OOD series dashed); ``curves`` is ``{run: {series: (steps, accuracies as fractions)}}``."""
+    fig, axes = subplots_row(2, 5.0, 3.6)
+    for i, (name, series) in enumerate(curves.items()):
+        for key, (steps, values) in series.items():
+            ax = axes[1] if "cell" in key else axes[0]
+            style = "--" if "ood" in key else "-"
+            ax.plot(steps, 100 * np.asarray(values, dtype=float), style, color=f"C{i % 10}", label=f"{name}: {key}")
+    for ax, what in zip(axes, ("board", "blank-cell"), strict=True):
+        ax.set(xlabel="optimizer step", ylabel=f"{what} accuracy (%)", title=f"Learning curve: {what} accuracy")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     return figure_png(fig)

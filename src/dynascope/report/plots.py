@@ -116,6 +116,7 @@ def scale_head_figure(
     ax.legend()
     return figure_png(fig)
 
+
 def tsne_figure(
     panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     label_names: Sequence[str],

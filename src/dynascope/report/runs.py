@@ -1,12 +1,16 @@
-"""Reading run directories (fine-tuning and NTK) and computing their analysis on demand.
+"""Reading run directories (fine-tuning, NTK, looped models, studies) and computing their analysis on demand.
 
-The two kinds are ``runio.FINETUNE`` (finished when its metrics file exists) and ``runio.NTK`` (finished when
-its stats file exists and says ``"kind": "ntk"``); their file names live there. Array files are read lazily,
-and each optional piece returns ``None`` when absent so that the report can skip it with a note.
+The kinds are ``runio.FINETUNE`` (finished when its metrics file exists), ``runio.NTK`` (finished when its stats
+file exists and says ``"kind": "ntk"``) and ``runio.LOOPED`` (a finished ``dynamics train`` run: the same metrics
+file name, told apart by its ``board_accuracy``); their file names live there. A finished ``runio.STUDY``
+(``reproduce lpft`` / ``reproduce dynamics``) is searched like any folder, and the runs found in it remember it.
+Array files are read lazily, and each optional piece returns ``None`` when absent so that the report can skip it
+with a note.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +23,7 @@ from dynascope.analysis.calibration import DEFAULT_BINS
 from dynascope.analysis.features import FISHER_RCOND, feature_change_metrics
 from dynascope.analysis.temperature import TemperatureConfig, calibrate_splits
 from dynascope.errors import DataError
-from dynascope.runio import FINETUNE, NTK
+from dynascope.runio import FINETUNE, LOOPED, NTK, STUDY
 
 
 def _npz_groups(run_dir: Path, role: str) -> dict[str, dict[str, np.ndarray]]:
@@ -195,6 +199,114 @@ class NtkRun:
         return NTK.load_optional(self.path, "spectra")
 
 
+@dataclass
+class LoopedRun:
+    """One finished looped-model run (``dynascope dynamics train``); ``study`` is the study folder holding it."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    study: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, metrics: dict[str, Any], study: Path | None = None) -> LoopedRun:
+        """The run with its already-read metrics; the config is optional."""
+        path = Path(path)
+        return cls(path, LOOPED.load_optional(path, "config") or {}, metrics, study)
+
+    @property
+    def study_name(self) -> str | None:
+        """The run's name in its study (config ``run``, e.g. ``itrsa_rms``); None for a standalone run."""
+        name = self.config.get("run")
+        return None if name is None else str(name)
+
+    @property
+    def train(self) -> dict[str, Any]:
+        """The training recipe (``TrainConfig.to_dict``), empty when config.json is absent."""
+        return self.config.get("train") or {}
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The architecture (``ModelConfig`` as a dict)."""
+        return self.train.get("model") or {}
+
+    @property
+    def seed(self) -> int | None:
+        """Seed of the run, if recorded."""
+        seed = self.train.get("seed")
+        return None if seed is None else int(seed)
+
+    @property
+    def recipe(self) -> str:
+        """The recipe without the seed (and the device), as canonical JSON: runs sharing it are seeds of one."""
+        return json.dumps({k: v for k, v in self.train.items() if k not in ("seed", "device")}, sort_keys=True)
+
+    def accuracy(self, kind: str, split: str) -> dict[int, float]:
+        """``{T: accuracy}`` of ``kind`` (``board_accuracy`` or ``cell_accuracy``) on ``split`` (``id``/``ood``)."""
+        by_t = (self.metrics.get(kind) or {}).get(split) or {}
+        return {int(t): float(v) for t, v in by_t.items() if isinstance(v, int | float)}
+
+    def at_training_t(self, kind: str, split: str) -> float | None:
+        """:meth:`accuracy` at the loop count the run was trained with (None where it was not evaluated)."""
+        t = self.train.get("loop_steps")
+        return None if t is None else self.accuracy(kind, split).get(int(t))
+
+    def stored_analysis(self) -> dict[str, Any] | None:
+        """analysis.json (``dynascope dynamics analyze``), or None."""
+        return LOOPED.load_optional(self.path, "analysis")
+
+    def learning_curve(self) -> dict[str, tuple[list[float], list[float]]] | None:
+        """The per-step accuracy curves of metrics.json's ``learning_curve`` as ``{series: (steps, values)}``.
+
+        Read layouts: records ``[{"step": s, "board_accuracy": a, "cell_accuracy": c}, ...]`` or columns
+        ``{"step": [...], "board_accuracy": [...], ...}``; the step key may also be ``optimizer_step``, and a value
+        may be a per-split dict (series ``board_accuracy.id``). Series are the fields whose name holds
+        ``accuracy``; None when there is no curve.
+        """
+        curve = self.metrics.get("learning_curve")
+        if isinstance(curve, dict):
+            columns = {k: v for k, v in _flatten(curve).items() if isinstance(v, list)}
+            length = max(map(len, columns.values()), default=0)
+            curve = [{k: v[i] for k, v in columns.items() if i < len(v)} for i in range(length)]
+        if not isinstance(curve, list):
+            return None
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for record in curve:
+            flat = _flatten(record) if isinstance(record, dict) else {}
+            step = flat.get("step", flat.get("optimizer_step"))
+            if not _is_number(step):
+                continue
+            for key, value in flat.items():
+                if "accuracy" in key and _is_number(value):
+                    steps, values = series.setdefault(key, ([], []))
+                    steps.append(float(step))
+                    values.append(float(value))
+        return series or None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _looped_metrics(path: Path) -> dict[str, Any] | None:
+    """The metrics of a finished looped-model run at ``path`` (they hold ``board_accuracy``), else None."""
+    if not LOOPED.is_finished(path):
+        return None
+    metrics = LOOPED.load(path, "metrics")
+    return metrics if isinstance(metrics, dict) and isinstance(metrics.get("board_accuracy"), dict) else None
+
+
 def _is_ntk_dir(path: Path) -> bool:
     if not NTK.is_finished(path):
         return False
@@ -208,17 +320,25 @@ class Discovered:
 
     finetune: list[FinetuneRun] = field(default_factory=list)
     ntk: list[NtkRun] = field(default_factory=list)
+    looped: list[LoopedRun] = field(default_factory=list)
+    studies: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 def discover_runs(paths: Iterable[str | Path]) -> Discovered:
-    """Run directories among ``paths``; a path that is not a run is searched recursively for runs."""
+    """Run directories among ``paths``; a path that is not a run is searched recursively for runs (a finished
+    study among them is listed in ``studies``, and its looped runs point to it)."""
     found = Discovered()
     seen: set[Path] = set()
 
-    def visit(path: Path) -> bool:
+    def visit(path: Path, study: Path | None = None) -> bool:
         resolved = path.resolve()
         if resolved in seen:
+            return True
+        metrics = _looped_metrics(path)
+        if metrics is not None:
+            seen.add(resolved)
+            found.looped.append(LoopedRun.load(path, metrics, study))
             return True
         if FINETUNE.is_finished(path):
             seen.add(resolved)
@@ -228,10 +348,14 @@ def discover_runs(paths: Iterable[str | Path]) -> Discovered:
             seen.add(resolved)
             found.ntk.append(NtkRun.load(path))
             return True
+        if STUDY.is_finished(path):
+            seen.add(resolved)
+            found.studies.append(path)
+            study = path
         hit = False
         skip = FINETUNE.files["lr_grid"]  # learning-rate selection runs are evidence for a choice, not results
         for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != skip):
-            hit = visit(child) or hit
+            hit = visit(child, study) or hit
         return hit
 
     for raw in paths:
@@ -242,6 +366,6 @@ def discover_runs(paths: Iterable[str | Path]) -> Discovered:
             found.notes.append(
                 f"{path}: no run directories found (no {FINETUNE.files['metrics']} or NTK {NTK.files['stats']})"
             )
-    if not found.finetune and not found.ntk:
+    if not found.finetune and not found.ntk and not found.looped:
         raise DataError(f"no run directories found under {', '.join(str(p) for p in paths)}")
     return found

@@ -12,13 +12,14 @@ import csv
 import html
 import io
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dynascope.report.runs import FinetuneRun, NtkRun, split_order
+from dynascope.report.runs import FinetuneRun, LoopedRun, NtkRun, split_order
 from dynascope.train.recipes import METHODS
 
 
@@ -360,6 +361,140 @@ def ntk_run_table(runs: Sequence[NtkRun]) -> Table:
     table.formats = _ntk_formats(table.columns)
     for run, values in zip(ordered, per_run, strict=True):
         table.rows.append([run.task, run.state, *(_stat_cell(values.get(k)) for k in keys)])
+    return table
+
+
+LOOPED_SPLITS = (("id", "ID"), ("ood", "OOD"))
+LOOPED_ACCURACIES = (("board_accuracy", "board"), ("cell_accuracy", "blank cell"))
+
+
+def _recipe_name(run: LoopedRun) -> str:
+    """``model + norm`` (``+ regularizer λ``) of a looped run, for runs that carry no study name."""
+    model, train = run.model, run.train
+    name = f"{model.get('model', 'unknown')} + {model.get('norm', '?')}"
+    reg = train.get("regularizer", "none")
+    return name if reg == "none" else f"{name} + {reg} {float(train.get('reg_weight', 0.0)):g}"
+
+
+def group_looped(runs: Sequence[LoopedRun]) -> dict[str, list[LoopedRun]]:
+    """Looped runs grouped by study run name (config ``run``, if any) and recipe (everything but the seed), seeds
+    sorted, groups in discovery order.
+
+    A group is named by its study run name; a standalone run alone in its group by its directory, several seeds by
+    model, norm and regularizer; names that repeat get ``#1``, ``#2``, ....
+    """
+    by_key: dict[tuple[str | None, str], list[LoopedRun]] = {}
+    for run in runs:
+        by_key.setdefault((run.study_name, run.recipe), []).append(run)
+    named = []
+    for (study_name, _), rs in by_key.items():
+        name = study_name or (rs[0].path.name if len(rs) == 1 else _recipe_name(rs[0]))
+        named.append((name, sorted(rs, key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))))
+    counts = Counter(name for name, _ in named)
+    index: Counter[str] = Counter()
+    out = {}
+    for name, rs in named:
+        index[name] += 1
+        out[name if counts[name] == 1 else f"{name} #{index[name]}"] = rs
+    return out
+
+
+def _distinct(values: Iterable[Any]) -> str:
+    """The different values, in order, joined by ``/`` (one value when every seed agrees)."""
+    shown = ({None: "n/a", True: "yes", False: "no"}.get(v, v) if isinstance(v, bool | None) else v for v in values)
+    return "/".join(dict.fromkeys(map(str, shown))) or "–"
+
+
+def dynamics_accuracy_table(groups: dict[str, list[LoopedRun]]) -> Table:
+    """Board and blank-cell accuracy (%) at every evaluated loop count T, ID and OOD, per recipe."""
+    ts = sorted(
+        {
+            t
+            for rs in groups.values()
+            for r in rs
+            for k, _ in LOOPED_ACCURACIES
+            for s, _ in LOOPED_SPLITS
+            for t in r.accuracy(k, s)
+        }
+    )
+    columns = ["run", "seeds", "test set", "accuracy", *(f"T={t} (%)" for t in ts)]
+    table = Table(
+        "dynamics_accuracy",
+        "Looped models: accuracy vs loop steps T (mean ± std over seeds)",
+        columns,
+        formats={c: pct for c in columns[4:]},
+        note="board: every blank of a board right; blank cell: share of blank cells right (chance 1/9); EMA "
+        "weights, one trajectory per board read out at every T.",
+    )
+    for name, rs in groups.items():
+        for split, split_name in LOOPED_SPLITS:
+            for kind, what in LOOPED_ACCURACIES:
+                by_t = [r.accuracy(kind, split) for r in rs]
+                table.rows.append(
+                    [name, str(len(rs)), split_name, what, *(Stat.of(a.get(t) for a in by_t) for t in ts)]
+                )
+    return table
+
+
+def lyapunov_table(groups: dict[str, list[LoopedRun]], analyses: dict[str, dict[str, Any]]) -> Table:
+    """λ_max and λ_mean beside the accuracy at the training T, per recipe, over the analysed seeds."""
+    accuracy_columns = [(f"{s} {what} (%)", k, split) for split, s in LOOPED_SPLITS for k, what in LOOPED_ACCURACIES]
+    columns = ["run", "seeds analysed", "λ_max", "λ_mean", "λ_mean over", "route", "‖J‖₂", "max |eigenvalue|"]
+    columns += ["Prop. 5.1 bound holds", "T train", *(c for c, _, _ in accuracy_columns)]
+    table = Table(
+        "dynamics_lyapunov",
+        "Lyapunov exponents vs accuracy at the training T (mean ± std over analysed seeds)",
+        columns,
+        formats={c: pct for c, _, _ in accuracy_columns},
+        note="λ over the analysed boards (analysis.json summary); λ_mean is the mean over the M exponents ('λ_mean "
+        "over', of n = 81·D) that are not the normalization's exact null directions; route = how the exponents "
+        "were computed and over how many steps; ‖J‖₂ and eigenvalues of the one-step Jacobian.",
+    )
+    for name, rs in groups.items():
+        done = [(r, analyses[str(r.path)]) for r in rs if str(r.path) in analyses]
+        if not done:
+            continue
+        summaries = [a["summary"] for _, a in done]
+        first = [a["boards"][0] for _, a in done]
+        row: list[Cell] = [name, str(len(done))]
+        row += [Stat.of(s.get(k) for s in summaries) for k in ("lyapunov_max", "lyapunov_mean")]
+        row.append(_distinct(f"{b['lyapunov'].get('mean_over')} of {b.get('n')}" for b in first))
+        row.append(_distinct(f"{b['lyapunov'].get('method')}, T={b['lyapunov'].get('T')}" for b in first))
+        row += [Stat.of(s.get(k) for s in summaries) for k in ("spectral_norm", "max_abs_eigenvalue")]
+        row += [
+            _distinct(s.get("bound_holds") for s in summaries),
+            _distinct(r.train.get("loop_steps") for r, _ in done),
+        ]
+        row += [Stat.of(r.at_training_t(k, split) for r, _ in done) for _, k, split in accuracy_columns]
+        table.rows.append(row)
+    return table
+
+
+def looped_training_table(groups: dict[str, list[LoopedRun]]) -> Table:
+    """Recipe and training record of every looped-model group: size, steps, final loss, time, learned scalars."""
+    columns = ["run", "seeds", "model", "norm", "regularizer", "D", "H", "T train", "epochs", "optimizer steps"]
+    columns += ["final train loss", "skipped steps", "train s", "η", "max |γ|"]
+    table = Table(
+        "dynamics_training",
+        "Looped models: recipe and training (mean ± std over seeds)",
+        columns,
+        note="skipped steps: optimizer steps with a non-finite loss; train s: summed epoch times; η and max |γ| of "
+        "the EMA weights.",
+    )
+    for name, rs in groups.items():
+        first = rs[0]
+        reg = first.train.get("regularizer", "none")
+        reg_text = reg if reg == "none" else f"{reg} (λ = {float(first.train.get('reg_weight', 0.0)):g})"
+        ms = [r.metrics for r in rs]
+        row: list[Cell] = [name, str(len(rs)), str(first.model.get("model", "–")), str(first.model.get("norm", "–"))]
+        row += [reg_text, *(_distinct(r.model.get(k) for r in rs) for k in ("width", "heads"))]
+        row += [_distinct(r.train.get(k) for r in rs) for k in ("loop_steps", "epochs")]
+        row += [_distinct(m.get("optimizer_steps") for m in ms)]
+        row += [Stat.of((m.get("train_loss") or [None])[-1] for m in ms)]
+        row += [_distinct(m.get("skipped_nonfinite_steps") for m in ms)]
+        row += [Stat.of(sum(m["epoch_seconds"]) if m.get("epoch_seconds") else None for m in ms)]
+        row += [Stat.of(m.get(k) for m in ms) for k in ("eta", "gamma_max")]
+        table.rows.append(row)
     return table
 
 
