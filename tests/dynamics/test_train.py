@@ -188,3 +188,21 @@ def test_a_run_that_goes_non_finite_stops_and_keeps_the_last_good_checkpoint(tmp
     if ckpt.exists():  # what is kept is finite
         state = torch.load(ckpt, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_the_learning_curve_reads_the_model_only_and_survives_a_resume(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    plain = train_run(tiny(epochs=2), TRAIN, ID, OOD, tmp_path / "plain")
+    curved = train_run(tiny(epochs=2, curve_every=2, curve_boards=8), TRAIN, ID, OOD, tmp_path / "curved")
+    assert plain["train_loss"] == curved["train_loss"] and plain["board_accuracy"] == curved["board_accuracy"]
+    curve = curved["learning_curve"]
+    assert [p["step"] for p in curve] == list(range(2, curved["optimizer_steps"] + 1, 2))
+    assert all(0.0 <= p["board_accuracy"] <= 1.0 and 0.0 <= p["cell_accuracy"] <= 1.0 for p in curve)
+
+    def stop(epoch: int, loss: float) -> None:
+        raise KeyboardInterrupt
+
+    cut = tiny(epochs=2, curve_every=2, curve_boards=8)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cut, TRAIN, ID, OOD, tmp_path / "cut", on_epoch=stop)
+    assert train_run(cut, TRAIN, ID, OOD, tmp_path / "cut")["learning_curve"] == curve

@@ -49,6 +49,8 @@ _TRAIN_FLAGS = (
     "n_train",
     "n_eval",
     "eval_batch",
+    "curve_every",
+    "curve_boards",
     "precision",
     "device",
 )
@@ -166,6 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--n-train", type=int, help="use the first n training boards (0: all)")
     train.add_argument("--n-eval", type=int, help="use the first n boards of each test set (0: all)")
     train.add_argument("--eval-batch", type=int)
+    train.add_argument("--curve-every", type=int, help="learning curve every K optimizer steps (0: none)")
+    train.add_argument("--curve-boards", type=int, help="ID test boards of each learning-curve point (default 200)")
     add_precision(train)
     add_device(train)
     train.add_argument("--threads", type=int, help="torch CPU threads")

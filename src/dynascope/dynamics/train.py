@@ -52,7 +52,9 @@ class Boards(Protocol):
 @dataclass(frozen=True)
 class TrainConfig:
     """Training recipe; ``n_train``/``n_eval`` = 0 use every board of the split (else the first n). ``device`` is
-    left out of equality and of ``to_dict`` (see the module docstring)."""
+    left out of equality and of ``to_dict`` (see the module docstring). ``curve_every`` > 0 records the learning
+    curve: every that many optimizer steps, the EMA model's board and blank-cell accuracy at the training T on the
+    first ``curve_boards`` ID test boards (it reads the model only, so training is the same with or without it)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 100
@@ -71,16 +73,18 @@ class TrainConfig:
     n_eval: int = 0
     eval_batch: int = 500
     precision: str = "fp32"
+    curve_every: int = 0
+    curve_boards: int = 200
     device: str = field(default="auto", compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig(**self.model))
         object.__setattr__(self, "eval_steps", tuple(int(t) for t in self.eval_steps))
-        for name in ("epochs", "batch_size", "loop_steps", "ema_every", "eval_batch"):
+        for name in ("epochs", "batch_size", "loop_steps", "ema_every", "eval_batch", "curve_boards"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("n_train", "n_eval", "ema_start", "seed"):
+        for name in ("n_train", "n_eval", "ema_start", "seed", "curve_every"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         check_seed(self.seed)
@@ -194,6 +198,14 @@ def _model_summary(model: LoopedSA) -> dict[str, float]:
 
 
 
+
+def _curve_point(ema: LoopedSA, puzzles: Tensor, solutions: Tensor, step: int, config: TrainConfig) -> dict:
+    """One learning-curve record: the EMA model's board and blank-cell accuracy at the training T."""
+    res = evaluate(ema, puzzles, solutions, (config.loop_steps,), config.eval_batch, seed=config.seed + 1)
+    t = config.loop_steps
+    return {"step": step, "board_accuracy": res["board"][t], "cell_accuracy": res["cell"][t]}
+
+
 def _check_finite(model: LoopedSA, epoch: int, batches: int, ckpt_path: Path) -> None:
     """Stop a run whose epoch took no finite step, or whose parameters went non-finite; the last checkpoint
     (of the previous epoch, if any) is kept as it was."""
@@ -244,6 +256,8 @@ def train_run(
     regs: list[float] = []
     seconds: list[float] = []
     step, start_epoch, skipped = 0, 0, 0
+    curve: list[dict[str, float]] = []
+    curve_pz, curve_sol = _as_tensors(id_test, config.curve_boards, "id")
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -252,6 +266,7 @@ def train_run(
         scaler.load_state_dict(state.get("scaler", {}))
         step, start_epoch, skipped = int(state["step"]), int(state["epoch"]), int(state["skipped"])
         losses, regs, seconds = list(state["train_loss"]), list(state["train_reg"]), list(state["epoch_seconds"])
+        curve = list(state.get("learning_curve", []))
         log(f"resuming {out} after epoch {start_epoch}")
 
     for epoch in range(start_epoch, config.epochs):
@@ -280,6 +295,8 @@ def train_run(
             scaler.update()
             _ema_update(ema, model, step, config)
             total, total_reg, batches = total + ce.item(), total_reg + reg.item(), batches + 1
+            if config.curve_every and step % config.curve_every == 0:
+                curve.append(_curve_point(ema, curve_pz, curve_sol, step, config))
         _check_finite(model, epoch + 1, batches, ckpt_path)
         losses.append(total / batches if batches else float("nan"))
         regs.append(total_reg / batches if batches else float("nan"))
@@ -295,6 +312,7 @@ def train_run(
                 "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
+                "learning_curve": curve,
                 "train_loss": losses,
                 "train_reg": regs,
                 "epoch_seconds": seconds,
@@ -316,6 +334,7 @@ def train_run(
         "cell_accuracy": cells,
         "train_loss": losses,
         "train_reg": regs,
+        "learning_curve": curve,
         "epoch_seconds": seconds,
         "eval_seconds": time.perf_counter() - t0,
         "optimizer_steps": step,
