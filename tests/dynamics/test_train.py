@@ -145,23 +145,29 @@ def test_reproduce_smoke_end_to_end(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     docs = tmp_path / "docs"
     rc = main(
-        ["reproduce", "dynamics", "--preset", "smoke", "--out", str(tmp_path / "study"), "--quiet", "--docs", str(docs)]
+        ["reproduce", "dynamics", "--preset", "smoke", "--out", str(tmp_path / "study"), "--quiet", "--docs", str(docs),
+         "--seeds", "0,1"]
     )
     assert rc == 0
     study = tmp_path / "study"
     results = runio.read_json(study / "results.json")
     assert set(results["runs"]) == {"itrsa_none", "itrsa_rms", "itrsa_rms_spec", "akorn", "akorn_rms", "akorn_spec"}
+    assert results["seeds"] == [0, 1] and all(set(r) == {"0", "1"} for r in results["runs"].values())
+    assert runio.LOOPED.is_finished(study / "runs" / "akorn-seed1")
     text = (study / "results.md").read_text()
-    assert "Board accuracy vs T, OOD" in text and "Lyapunov" in text
+    assert "Board accuracy vs T, OOD" in text and "Lyapunov" in text and "Seeds: 0, 1" in text
     checks = (study / "checks.md").read_text()
-    assert sum(checks.count(f"**{word}**") for word in ("yes", "no", "n/a")) >= 10
+    verdicts = sum(checks.count(f"**{word}**") for word in ("holds", "contradicted", "inconclusive", "n/a"))
+    assert verdicts >= 8, checks
+    assert "2 seed(s), fewer than 3" in checks  # two seeds can never make a claim hold
     assert "Accuracy compared below: **" in checks
     for fig in ("accuracy_vs_T.png", "eigenvalues.png", "energy.png"):
         assert (study / "figures" / fig).exists()
         assert (docs / "figures" / fig).read_bytes() == (study / "figures" / fig).read_bytes()
     assert (docs / "checks.md").read_text() == checks
     stages = runio.read_json(study / "stage_seconds.json")
-    assert set(stages) == set(results["runs"]) and all(v["analysis"] > 0 for v in stages.values())
+    assert set(stages) == {f"{name}-seed{seed}" for name in results["runs"] for seed in (0, 1)}
+    assert all(v["analysis"] > 0 for v in stages.values())
 
 
 def test_checks_compare_cell_accuracy_only_when_no_board_is_solved() -> None:
@@ -206,3 +212,38 @@ def test_the_learning_curve_reads_the_model_only_and_survives_a_resume(tmp_path:
     with pytest.raises(KeyboardInterrupt):
         train_run(cut, TRAIN, ID, OOD, tmp_path / "cut", on_epoch=stop)
     assert train_run(cut, TRAIN, ID, OOD, tmp_path / "cut")["learning_curve"] == curve
+
+
+def test_the_checks_give_holds_contradicted_and_inconclusive_on_synthetic_seed_tables() -> None:
+    from dynascope.experiments.dynamics import PRESETS, _checks_md
+
+    preset = PRESETS["smoke"]  # eval T 2, 4, 8; training T 4
+    noise = {"akorn": (0.0, 0.05, -0.05), "akorn_spec": (0.03, -0.03, 0.01)}  # paired differences +.03 −.08 +.06
+    # board accuracy at the training T by run: RMSNorm clearly above no norm (holds), Spec clearly below (contra-
+    # dicted), AKOrN + Spec against AKOrN within noise (inconclusive)
+    level = {"itrsa_none": 0.05, "itrsa_rms": 0.40, "itrsa_rms_spec": 0.20, "akorn": 0.30, "akorn_rms": 0.35,
+             "akorn_spec": 0.30}
+
+    def row(name: str, seed: int) -> dict:
+        acc = level[name] + (noise[name][seed] if name in noise else 0.002 * seed)
+        curve = {str(t): acc + 0.01 * i for i, t in enumerate(preset.eval_steps)}
+        bound = {"measured": 0.5, "bound": 0.9, "R": 2.0, "gamma_max": 1.0, "eta": 1.0, "holds": True}
+        return {
+            "name": name,
+            "seed": seed,
+            "metrics": {"board_accuracy": {"id": curve, "ood": curve}, "cell_accuracy": {"id": curve, "ood": curve},
+                        "skipped_nonfinite_steps": 0},
+            "analysis": {"boards": [{"lyapunov": {"max": 0.1 + 0.001 * seed if name != "itrsa_none" else 2.0 + seed},
+                                     "normalization_bound": bound}]},
+        }
+
+    rows = [row(name, seed) for name in level for seed in (0, 1, 2)]
+    checks = _checks_md(rows, preset, (0, 1, 2))
+    assert "Accuracy compared below: **board accuracy**" in checks
+    section = {k: checks.split(f"## {k}.")[1].split("\n## ")[0] for k in range(1, 6)}
+    assert "**holds**" in section[1]  # λ_max 0.101 ± 0.0006 inside [−0.05, 0.3]
+    assert section[2].count("**holds**") == 3  # ID, OOD and the larger λ_max without norm
+    spec_itrsa, spec_akorn = [line for line in section[3].splitlines() if line.startswith("- ")]
+    assert "**contradicted**" in spec_itrsa and "**inconclusive**" in spec_akorn
+    assert "**holds**" in section[4]  # +1 point per T on every seed, SE 0 → beyond 2 SE
+    assert section[5].count("**holds**") == 2
