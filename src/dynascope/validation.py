@@ -9,6 +9,7 @@ Malformed arrays raise ``DataError`` (with ``field`` set to the input's name); o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,3 +108,16 @@ def check_number(
 def check_seed(value: Any, name: str = "seed") -> int:
     """``value`` as a seed: an integer in [0, 2³² − 1]."""
     return check_int(value, name, minimum=0, maximum=MAX_SEED)
+
+
+def read_input_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of an input file, or a one-line ``DataError`` naming it: missing, unreadable (a folder, a denied
+    permission) or a name the system cannot look up (a NUL in it). ``what`` names the file in the message."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", path=path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
+    except ValueError as exc:  # a NUL in the path
+        raise DataError(f"cannot read {what}: {exc}", path=path) from None

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynascope.errors import DataError
+from dynascope.validation import read_input_bytes
 
 FORMATS: tuple[str, ...] = ("jsonl", "glue-tsv", "label-text", "text-label", "fasttext", "msr")
 """Single-file formats understood by :func:`read_format` (TweetEval's two-file layout has its own reader)."""
@@ -114,14 +115,7 @@ def _check_characters(text: str, path: Path) -> None:
 
 def _read_lines(path: Path) -> list[str]:
     """Decode ``path`` and split it into physical lines (no line terminators); empty files are an error."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read file: {exc.strerror or exc}", path=path) from None
-    except ValueError as exc:  # a NUL in the path
-        raise DataError(f"cannot read file: {exc}", path=path) from None
+    raw = read_input_bytes(path)
     if raw.startswith(_UTF16_BOMS):
         raise DataError("the file is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8", path=path)
     body = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw

@@ -33,7 +33,7 @@ import numpy as np
 from dynascope.dynamics.solver import UNITS, find_solutions
 from dynascope.errors import DataError
 from dynascope.hooks import Progress, silent
-from dynascope.validation import check_int
+from dynascope.validation import check_int, read_input_bytes
 
 FORMATS = ("lines", "csv")
 PUZZLE_COLUMNS = ("quizzes", "puzzle")
@@ -145,12 +145,7 @@ def _line_fields(text: str) -> tuple[str, str | None]:
 
 def _read_text(path: Path) -> str:
     """The file decoded as UTF-8 (a leading BOM dropped), or a ``DataError`` naming the line that is not."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("puzzle file not found", path=path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read the puzzle file: {exc.strerror or exc}", path=path) from None
+    raw = read_input_bytes(path, "puzzle file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -38,6 +38,7 @@ from dynascope.dynamics.solver import UNITS, conflicts, find_solutions, valid_so
 from dynascope.errors import ConfigError, DataError
 from dynascope.hooks import Log, Progress, no_log, silent
 from dynascope.runio import SUDOKU
+from dynascope.validation import read_input_bytes
 
 POOL_FILE = Path("sudoku") / "sudoku17.txt"
 """Where the pool lives under the data root."""
@@ -79,14 +80,7 @@ def read_pool(path: str | Path, num_givens: int | None = 17, *, log: Log = no_lo
     many), so splits drawn from disjoint rows never share a source puzzle.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("Sudoku pool file not found", path=path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read the Sudoku pool file: {exc.strerror or exc}", path=path) from None
-    except ValueError as exc:  # a NUL in the path
-        raise DataError(f"cannot read the Sudoku pool file: {exc}", path=path) from None
+    raw = read_input_bytes(path, "Sudoku pool file")
     lines = re.split(r"\r\n|\r|\n", raw.decode("ascii", errors="replace"))
     if lines[-1] == "":
         lines.pop()
