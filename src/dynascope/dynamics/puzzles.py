@@ -128,21 +128,6 @@ def _pair(puzzle_text: str, solution_text: str | None, path: Path, line: int) ->
     return puzzle, solution
 
 
-def _line_fields(text: str) -> tuple[str, str | None]:
-    """The puzzle field and the solution field (or None) of one line of the line format."""
-    fields = text.split()
-    grids = [f for f in fields if len(f) == 81]
-    if not grids:
-        longest = max(fields, key=len)
-        raise ValueError(
-            f"expected an 81-character puzzle field, found none (the longest field has {len(longest)} characters: "
-            f"{longest[:24]!r})"
-        )
-    if len(grids) > 2:
-        raise ValueError(f"expected a puzzle and at most one solution, found {len(grids)} 81-character fields")
-    return grids[0], grids[1] if len(grids) == 2 else None
-
-
 def _read_text(path: Path) -> str:
     """The file decoded as UTF-8 (a leading BOM dropped), or a ``DataError`` naming the line that is not."""
     raw = read_input_bytes(path, "puzzle file")
