@@ -296,10 +296,6 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
     return "\n".join(out)
 
 
-def _yes(flag: bool | None) -> str:
-    return "n/a" if flag is None else ("yes" if flag else "no")
-
-
 CELL_TOLERANCE = 0.005
 """Drop in blank-cell accuracy (absolute) from one T to the next still read as "non-decreasing" (noise)."""
 LYAP_BAND = (-0.05, 0.3)
