@@ -4,7 +4,9 @@ Each command group lives in ``dynascope.commands.<group>`` and exposes ``registe
 a registered sub-parser sets ``func`` to a callable taking the parsed namespace and returning an
 exit code. Errors raised on purpose (``DynascopeError``) and operating-system errors (a full disk, a denied
 permission) are printed as one line without a traceback; anything else is a bug, reported as one "internal error"
-line that asks for a report (``DYNASCOPE_DEBUG=1`` shows the traceback instead).
+line that asks for a report (``DYNASCOPE_DEBUG=1`` shows the traceback instead). Under ``torchrun`` every rank
+runs the command in one process group (``dynascope.distributed``): rank 0 prints, each rank prints its own
+errors prefixed with its rank, and a rank that fails exits non-zero, whereupon ``torchrun`` stops the others.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dynascope import __version__
+from dynascope import __version__, distributed
 from dynascope.errors import DynascopeError
 from dynascope.progress import set_quiet
 
@@ -57,27 +59,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "quiet", False):  # --quiet adds to DYNASCOPE_QUIET=1, never overrides it
         set_quiet(True)
+    who = "dynascope"
     try:
+        w = distributed.init_from_env()
+        if w.distributed:
+            who = f"dynascope (rank {w.rank} of {w.size})"
+            if not w.is_main:  # rank 0 prints the results; the others only their errors
+                set_quiet(True)
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         return int(args.func(args) or 0)
     except DynascopeError as exc:
-        print(f"dynascope: error: {exc}", file=sys.stderr)
+        print(f"{who}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dynascope: interrupted; finished checkpoints are kept and a rerun resumes", file=sys.stderr)
+        print(f"{who}: interrupted; finished checkpoints are kept and a rerun resumes", file=sys.stderr)
         return 130
     except OSError as exc:
-        print(f"dynascope: error: {exc}", file=sys.stderr)
+        print(f"{who}: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         if os.environ.get("DYNASCOPE_DEBUG") == "1":
             raise
         first = str(exc).splitlines()[0][:300] if str(exc) else ""
         print(
-            f"dynascope: internal error: {type(exc).__name__}: {first} -- this is a bug in dynascope; please "
+            f"{who}: internal error: {type(exc).__name__}: {first} -- this is a bug in dynascope; please "
             "report it with the command line (DYNASCOPE_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
         return 1
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

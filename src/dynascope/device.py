@@ -1,6 +1,7 @@
 """Where tensors live and in what precision training runs: one resolver for every ``--device`` and ``--precision``.
 
-``auto`` is CUDA when this machine has it, else the CPU; an explicit ``cuda`` / ``cuda:N`` that this machine
+``auto`` is CUDA when this machine has it, else the CPU (under ``torchrun``, ``auto`` and ``cuda`` mean the GPU
+of the process's local rank); an explicit ``cuda`` / ``cuda:N`` that this machine
 cannot honour is a ``ConfigError``, never a silent fallback. Precision ``fp32`` enters no autocast region at all,
 so its results are the bits of a run without the option; ``bf16`` and ``fp16`` autocast on the run's device type,
 and ``fp16`` scales the loss with a ``torch.amp.GradScaler`` (its gradients would underflow otherwise).
@@ -14,6 +15,7 @@ import re
 import torch
 from torch import nn
 
+from dynascope.distributed import world
 from dynascope.errors import ConfigError
 
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
@@ -29,9 +31,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     match = _DEVICE.fullmatch(text)
     if match is None or (match.group(2) and match.group(1) != "cuda"):
         raise ConfigError(f"device: expected {DEVICE_CHOICES}, found {text!r}")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
+    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
@@ -40,7 +40,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             "use --device cpu or auto"
         )
     count = torch.cuda.device_count()
-    if match.group(3) is not None and int(match.group(3)) >= count:
+    if match.group(3) is None:  # auto / cuda: under torchrun each rank takes the GPU of its local rank
+        w = world()
+        return torch.device("cuda", w.local_rank % count) if w.distributed else torch.device("cuda")
+    if int(match.group(3)) >= count:
         raise ConfigError(f"device {text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return torch.device(text)
 

@@ -4,6 +4,8 @@ Every file is written to a temporary sibling and renamed into place, so an inter
 leaves a half-written result behind. Each kind of run directory (fine-tuning, NTK, looped model, Sudoku
 build, study, comparison, report) is a :class:`RunKind`: the one place that knows its file names and the
 file whose presence marks it finished. Writers and readers go through it instead of spelling file names.
+Under ``torchrun`` a run kind's files are written by rank 0 alone (``prepare`` lets the other ranks wait until
+rank 0 has made the directory ready); ``env.json`` records the number of processes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dynascope.distributed import barrier, world
 from dynascope.errors import ConfigError, DataError, RunExistsError
 
 _UMASK = os.umask(0)
@@ -237,6 +240,9 @@ class RunKind:
             raise RunExistsError(
                 f"{out} already holds a finished run ({marker.name} exists); pass --overwrite to replace it"
             )
+        if not world().is_main:  # under torchrun rank 0 alone changes the directory; the others wait for it
+            barrier()
+            return out
         remove_stale_temps(out)
         if overwrite:
             marker.unlink(missing_ok=True)
@@ -246,11 +252,15 @@ class RunKind:
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
+        barrier()
         return out
 
     def write(self, run_dir: str | Path, role: str, obj: Any, metadata: dict[str, str] | None = None) -> Path:
-        """Write ``obj`` as the file of ``role`` atomically, in the format its suffix names."""
+        """Write ``obj`` as the file of ``role`` atomically, in the format its suffix names (under ``torchrun``
+        on rank 0 only: the other ranks hold the same results and return the path unwritten)."""
         path = self.path(run_dir, role)
+        if not world().is_main:
+            return path
         suffix = path.suffix
         if suffix == ".json":
             return write_json(path, obj)
@@ -286,7 +296,7 @@ class RunKind:
                     f"{more}); rerun with its arguments to resume it, or pass --overwrite to start again"
                 )
         self.write(run_dir, "config", config)
-        self.write(run_dir, "env", {**environment(seed), **(env or {})})
+        self.write(run_dir, "env", {**environment(seed), **world().describe(), **(env or {})})
 
     def load(self, run_dir: str | Path, role: str) -> Any:
         """Read the file of ``role``: JSON as Python objects, npz as a dict of arrays, safetensors as a dict of

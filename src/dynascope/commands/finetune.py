@@ -44,6 +44,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "hypothesis; auto (default): the tokenizer's when it separates pairs, else eos",
     )
     p.add_argument("--head-norm", type=float, help="rescale V (and b) to this norm before the FT stage")
+    p.add_argument("--head-dropout", type=float, help="dropout on φ before the head in training (default 0.1)")
+    p.add_argument(
+        "--backbone-dropout",
+        type=float,
+        help="set every dropout layer of the backbone to this probability (default: the model's own)",
+    )
     p.add_argument("--lp-protocol", choices=("cv", "fixed", "gd"), help="how LP fits the head (default cv)")
     p.add_argument("--lp-c", type=float, help="inverse regularisation strength for --lp-protocol fixed")
     p.add_argument(
@@ -78,6 +84,8 @@ def _config_from_args(args: argparse.Namespace, method: str, seed: int | None) -
         "pooling": args.pooling,
         "pair_template": args.pair_template,
         "head_norm": args.head_norm,
+        "head_dropout": args.head_dropout,
+        "backbone_dropout": args.backbone_dropout,
         "precision": args.precision,
         "device": args.device,
     }

@@ -130,10 +130,15 @@ class LoopedSA(nn.Module):
         pos = self.row(self.cell_rows) + self.col(self.cell_cols) + self.box(self.cell_boxes)
         return self.digit(puzzles.long()) + pos
 
-    def init_state(self, puzzles: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """X^(0): C on given cells, N(0, 1) noise on blanks, then the model's normalization."""
+    def init_state(
+        self, puzzles: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None
+    ) -> Tensor:
+        """X^(0): C on given cells, N(0, 1) noise on blanks (drawn from ``generator`` on the CPU, or the given
+        ``noise`` [B, 81, D]), then the model's normalization."""
         c = self.conditioning(puzzles)
-        noise = torch.randn(c.shape, generator=generator, dtype=c.dtype, device="cpu").to(c.device)
+        if noise is None:
+            noise = torch.randn(c.shape, generator=generator, dtype=c.dtype, device="cpu")
+        noise = noise.to(device=c.device, dtype=c.dtype)
         given = (puzzles != 0).unsqueeze(-1)
         return self.norm(torch.where(given, c, noise))
 
@@ -166,10 +171,11 @@ class LoopedSA(nn.Module):
         loop_steps: int,
         return_trajectory: bool = False,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits after ``loop_steps`` steps from ``init_state``; with the list of states if asked."""
         c = self.conditioning(puzzles)
-        states = self.run(self.init_state(puzzles, generator), c, loop_steps)
+        states = self.run(self.init_state(puzzles, generator, noise), c, loop_steps)
         logits = self.readout(states[-1])
         return (logits, states) if return_trajectory else logits
 

@@ -18,6 +18,13 @@ regularizer stays float32); fp32 enters no autocast region; evaluation runs in f
 loss are skipped and counted (un-normalised ItrSA can blow up on a few boards and recover); an epoch with no
 finite step, or a non-finite parameter after an epoch, stops the run with a ``TrainingError`` and keeps the
 checkpoint of the previous epoch.
+
+Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``: the global batch stays ``batch_size``, each
+rank takes its contiguous slice of every batch of the shared epoch order, the initial noise is drawn for the whole
+global batch on every rank (so each board gets the noise a single process would give it) and sliced, the local
+cross-entropy is weighted by K·n_local/B so that DDP's average is the global batch mean, and a step is skipped on
+every rank when its loss is non-finite on any. Rank 0 writes the checkpoint and the run; evaluation and the
+learning curve run on every rank alike (the EMA weights are the same everywhere).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 from torch import Tensor
 
 from dynascope.device import autocast, check_precision, describe, grad_scaler, resolve_device
+from dynascope.distributed import all_agree, all_reduce_sum, check_divisible, shard_batch, world
 from dynascope.dynamics.models import LoopedSA, ModelConfig, build_model
 from dynascope.dynamics.regularizers import REGULARIZERS, regularizer
 from dynascope.errors import ConfigError, DataError, TrainingError
@@ -243,13 +251,20 @@ def train_run(
     out = LOOPED.prepare(out, overwrite)
     record = {"train": config.to_dict(), **(extra or {})}
     ckpt_path = LOOPED.path(out, "checkpoint")
-    if overwrite:
+    if overwrite and world().is_main:
         LOOPED.path(out, "analysis").unlink(missing_ok=True)  # it analysed the model being replaced
     LOOPED.write_record(out, record, config.seed, describe(device))  # refuses to resume another config's checkpoint
     puzzles, solutions = _as_tensors(train, config.n_train, "train")
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     ema = copy.deepcopy(model)
+    w = world()
+    forward: torch.nn.Module = model
+    if w.distributed:
+        check_divisible(config.batch_size, w)
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = grad_scaler(device, config.precision)
     losses: list[float] = []
@@ -277,14 +292,29 @@ def train_run(
         total, total_reg, batches = 0.0, 0.0, 0
         for start in progress(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}"):
             idx = order[start : start + config.batch_size]
-            pz, sol = puzzles[idx].to(device), solutions[idx].to(device)
-            with autocast(device, config.precision):
-                logits = model(pz, config.loop_steps, generator=gen)
-                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
+            if w.distributed:
+                width = config.model.width
+                noise = torch.randn((len(idx), 81, width), generator=gen, dtype=torch.float32, device="cpu")
+                positions, weight = shard_batch(len(idx), w)
+                local = idx[torch.as_tensor(positions)]
+                pz, sol = puzzles[local].to(device), solutions[local].to(device)
+                with autocast(device, config.precision):
+                    logits = forward(pz, config.loop_steps, noise=noise[torch.as_tensor(positions)])
+                    per_board = torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, 9), (sol - 1).reshape(-1), reduction="none"
+                    ).reshape(len(local), 81).mean(dim=1)
+                    ce_local = (per_board * torch.as_tensor(weight, device=device, dtype=per_board.dtype)).sum()
+                    ce = ce_local * (w.size / len(idx))  # DDP's mean over ranks: the global batch's mean
+            else:
+                pz, sol = puzzles[idx].to(device), solutions[idx].to(device)
+                with autocast(device, config.precision):
+                    logits = model(pz, config.loop_steps, generator=gen)
+                    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
             reg = regularizer(model, config.regularizer) if config.reg_weight > 0 else ce.new_zeros(())
             loss = ce + config.reg_weight * reg
             step += 1
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if not (all_agree(finite) if w.distributed else finite):
                 skipped += 1
                 continue
             opt.zero_grad(set_to_none=True)
@@ -294,10 +324,12 @@ def train_run(
             scaler.step(opt)
             scaler.update()
             _ema_update(ema, model, step, config)
-            total, total_reg, batches = total + ce.item(), total_reg + reg.item(), batches + 1
+            logged = ce.item() if not w.distributed else ce_local.item() / len(idx)  # summed over ranks below
+            total, total_reg, batches = total + logged, total_reg + reg.item(), batches + 1
             if config.curve_every and step % config.curve_every == 0:
                 curve.append(_curve_point(ema, curve_pz, curve_sol, step, config))
         _check_finite(model, epoch + 1, batches, ckpt_path)
+        total = all_reduce_sum(total) if w.distributed else total
         losses.append(total / batches if batches else float("nan"))
         regs.append(total_reg / batches if batches else float("nan"))
         seconds.append(time.perf_counter() - t0)
@@ -341,11 +373,13 @@ def train_run(
         "skipped_nonfinite_steps": skipped,
         "n_train": len(puzzles),
         "device": str(device),
+        **w.describe(),
         **_model_summary(ema),
     }
     LOOPED.write(out, "model", ema.state_dict())
     LOOPED.write(out, "metrics", metrics)
-    ckpt_path.unlink(missing_ok=True)
+    if w.is_main:
+        ckpt_path.unlink(missing_ok=True)
     return metrics
 
 

@@ -237,6 +237,15 @@ def load_backbone(spec: str = "default", attn_implementation: str = "eager") -> 
     return model, tokenizer
 
 
+def set_dropout(module: nn.Module, p: float) -> int:
+    """Set the probability of every ``nn.Dropout`` inside ``module`` to ``p`` (attention dropout included: the
+    encoders pass their attention dropout module's ``p`` to the attention kernel); returns how many were set."""
+    layers = [m for m in module.modules() if isinstance(m, nn.Dropout)]
+    for layer in layers:
+        layer.p = p
+    return len(layers)
+
+
 def checkpoint_pooling(spec: str) -> str | None:
     """The pooling a sentence-transformers folder declares in ``1_Pooling/config.json`` (None: none or unknown).
 

@@ -12,6 +12,11 @@ The state is built in float32 as training builds it, then cast to ``ntk_dtype`` 
 Jacobian rows in the model dtype, Grams always accumulated in float64) and moved to ``device``, where every
 kernel is computed; the kernels come back to the CPU. ``device`` is where, not what: it is left out of the
 record and of the resume fingerprint (``env.json`` and the stats name the resolved device).
+
+Under ``torchrun`` the F kernels are computed in example tiles shared among the ranks (``ntk.tiles``: every rank
+writes its finished tiles to ``blocks/``, so a killed job resumes tile by tile); rank 0 then assembles them and
+alone computes the statistics, trace estimates and solvers and writes the run directory, and every rank returns
+rank 0's stats.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from dynascope.device import describe, resolve_device
+from dynascope.distributed import broadcast_object, gather_objects, world
 from dynascope.errors import ConfigError
 from dynascope.models.classifier import POOLING_CHOICES
 from dynascope.progress import progress, say
@@ -176,6 +182,7 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
     from dynascope.ntk.components import ntk_train_eval
     from dynascope.ntk.functional import batch_features, kernel_model
     from dynascope.ntk.summary import kernel_table
+    from dynascope.ntk.tiles import assemble_tiles, compute_tiles, plan_tiles
 
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -207,9 +214,27 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
     model = kernel_model(clf)
     require_varying_phi(batch_features(model, train), clf.pooling)
     blocks = NTK.path(out, "blocks")
-    comp, comp_eval = ntk_train_eval(
-        model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(blocks), progress=progress
-    )
+    w = world()
+    if w.distributed:  # each rank computes its tiles into blocks/; rank 0 assembles them and does the rest
+        plan = plan_tiles(model, train, evals, size=w.size, memory_gb=config.memory_gb)
+        done = compute_tiles(
+            model, train, evals, plan, rank=w.rank, size=w.size, store=CheckpointFolder(blocks), progress=progress
+        )
+        say(f"rank {w.rank}: {done} of its {len(plan.owned(w.rank, w.size))} tiles computed, the rest resumed")
+        computed = gather_objects(done)  # also the barrier: every tile is in blocks/ after it
+        if not w.is_main:
+            return broadcast_object(None)
+        comp, comp_eval = assemble_tiles(model, train, evals, plan, CheckpointFolder(blocks))
+        info["tiles"] = {
+            "world_size": w.size,
+            "tiles": len(plan.tiles),
+            "passes": len(plan.groups),
+            "computed": computed,
+        }
+    else:
+        comp, comp_eval = ntk_train_eval(
+            model, train, evals, memory_gb=config.memory_gb, store=CheckpointFolder(blocks), progress=progress
+        )
     with torch.no_grad():
         logits_train = clf(**train).double().cpu().numpy()
     kernel_stats, arrays = kernel_table(
@@ -263,7 +288,7 @@ def run_ntk(config: NTKConfig, out: str | Path, *, data_dir: str | None = None, 
     NTK.write(out, "spectra", arrays)
     NTK.write(out, "stats", stats)
     shutil.rmtree(blocks, ignore_errors=True)
-    return stats
+    return broadcast_object(stats) if w.distributed else stats
 
 
 def format_table(stats: dict[str, Any]) -> str:

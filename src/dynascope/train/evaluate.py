@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynascope.data.encode import Encoded, iterate_batches
+from dynascope.data.encode import Encoded, batch_order, collate
 from dynascope.data.task import METRICS
 from dynascope.device import module_device
+from dynascope.distributed import gather_objects, owned, world
 from dynascope.errors import ConfigError
 from dynascope.progress import progress
 
@@ -18,23 +19,35 @@ def predict(
     clf: nn.Module, enc: Encoded, batch_size: int = 64, desc: str = "eval"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits [N, C] and features φ [N, h] (float32 NumPy, in the split's order), in eval mode, computed on
-    ``clf``'s device."""
+    ``clf``'s device.
+
+    Under ``torchrun`` the length-sorted batches are dealt round-robin to the ranks and the results gathered, so
+    every rank gets all rows, each computed in the very batch a single process would have used (same padding,
+    same bits).
+    """
     was_training = clf.training
     device = module_device(clf)
+    w = world()
     clf.eval()
+    mine = owned(batch_order(enc, batch_size, shuffle=False), w)
     logits = np.zeros((len(enc), clf.num_labels), dtype=np.float32)
     phi = None
     try:
-        for batch, idx in progress(
-            iterate_batches(enc, batch_size), desc=desc, total=-(-len(enc) // batch_size)
-        ):
-            feats = clf.features(**{k: v.to(device) for k, v in batch.items()})
+        for idx in progress(mine, desc=desc, total=len(mine)):
+            feats = clf.features(**{k: v.to(device) for k, v in collate(enc, idx).items()})
             if phi is None:
                 phi = np.zeros((len(enc), feats.shape[1]), dtype=np.float32)
             phi[idx] = feats.float().cpu().numpy()
             logits[idx] = clf.head(feats).float().cpu().numpy()
     finally:
         clf.train(was_training)
+    if w.distributed:
+        parts = gather_objects([(idx, logits[idx], phi[idx]) for idx in mine] if phi is not None else [])
+        width = next(p[0][2].shape[1] for p in parts if p)
+        phi = np.zeros((len(enc), width), dtype=np.float32)
+        for part in parts:
+            for idx, part_logits, part_phi in part:
+                logits[idx], phi[idx] = part_logits, part_phi
     assert phi is not None
     return logits, phi
 

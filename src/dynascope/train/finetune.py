@@ -10,6 +10,13 @@ epoch and reaches the same result as an uninterrupted run.
 The loop runs on the classifier's device (batches follow the model). ``precision`` bf16 / fp16 runs each training
 step's forward pass and loss under ``torch.autocast`` (fp16 with a gradient scaler, checkpointed too); fp32 enters
 no autocast region. Validation runs in float32 either way.
+
+Under ``torchrun`` (``dynascope.distributed``) the model is wrapped in ``DistributedDataParallel``: the global
+batch stays ``batch_size`` and each rank takes its contiguous slice of every length-bucketed batch (the same order
+on every rank, disjoint examples), weighting its summed loss by K/B so that DDP's gradient average is the
+single-process batch mean exactly. Validation is sharded and gathered (``train.evaluate.predict``), every rank
+selects the same best epoch, rank 0 alone writes the checkpoint (with every rank's RNG state, so a relaunched job
+resumes each rank's dropout stream), and a checkpoint from another number of processes is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from torch import nn
 
 from dynascope.data.encode import Encoded, batch_order, collate
 from dynascope.device import autocast, check_precision, grad_scaler, module_device
+from dynascope.distributed import all_reduce_sum, check_divisible, gather_objects, shard_batch, world
 from dynascope.errors import ConfigError, TrainingError
 from dynascope.progress import progress, say
 from dynascope.runio import write_torch
@@ -118,10 +126,17 @@ def finetune(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
     device = module_device(clf)
     scaler = grad_scaler(device, settings.precision)
+    w = world()
+    model: nn.Module = clf
+    if w.distributed:
+        check_divisible(settings.batch_size, w)
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(clf, device_ids=[device] if device.type == "cuda" else None)
     result = FinetuneResult()
     best_score = -np.inf
     best_state = _snapshot(params)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + 7919 * w.rank)  # rank 0 draws a single process's dropout masks; the others their own
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     start_epoch = 1
     if ckpt_path is not None and ckpt_path.exists():
@@ -130,15 +145,21 @@ def finetune(
             raise ConfigError(
                 f"{ckpt_path} was written with other settings or seed; remove it or use another --out"
             )
+        if state.get("world_size", 1) != w.size:
+            raise ConfigError(
+                f"{ckpt_path} was written by {state.get('world_size', 1)} process(es), this job has {w.size}: "
+                "resume it with as many, or pass --overwrite to start again"
+            )
         with torch.no_grad():
             for name, value in state["params"].items():
                 params[name].copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state.get("scaler", {}))
-        torch.set_rng_state(state["rng"].cpu())
-        if "cuda_rng" in state and device.type == "cuda":  # dropout masks on the GPU come from its generator
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        rng = state["rng_ranks"][w.rank] if w.distributed else state
+        torch.set_rng_state(rng["rng"].cpu())
+        if "cuda_rng" in rng and device.type == "cuda":  # dropout masks on the GPU come from its generator
+            torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
         result = FinetuneResult(**state["result"])
         best_score, best_state = state["best_score"], state["best_state"]
         start_epoch = result.resumed_after = len(result.history) + 1
@@ -151,10 +172,20 @@ def finetune(
         )
         losses = []
         for idx in progress(order, desc=f"epoch {epoch}/{settings.epochs}"):
-            batch = {k: v.to(device) for k, v in collate(train, idx).items()}
-            labels = torch.as_tensor(train.labels[idx]).to(device)
+            weight = None
+            local = idx
+            if w.distributed:
+                positions, weight = shard_batch(len(idx), w)
+                local = idx[positions]
+            batch = {k: v.to(device) for k, v in collate(train, local).items()}
+            labels = torch.as_tensor(train.labels[local]).to(device)
             with autocast(device, settings.precision):
-                loss = nn.functional.cross_entropy(clf(**batch), labels)
+                if weight is None:
+                    loss = nn.functional.cross_entropy(model(**batch), labels)
+                else:  # Σ_local CE · K/B: DDP's mean over the K ranks is the global batch's mean CE
+                    per_example = nn.functional.cross_entropy(model(**batch), labels, reduction="none")
+                    local_sum = (per_example * torch.as_tensor(weight, device=device)).sum()
+                    loss = local_sum * (w.size / len(idx))
             if not torch.isfinite(loss):
                 _diverged(f"the training loss is {float(loss)}", epoch, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
@@ -164,7 +195,7 @@ def finetune(
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
-            losses.append(float(loss.detach()) * len(idx))
+            losses.append(float(loss.detach()) * len(idx) if weight is None else float(local_sum.detach()))
         logits, _ = predict(clf, val, settings.eval_batch_size, desc="validate")
         clf.train()
         metrics = classification_metrics(logits, val.labels, tuple(m for m in val_metrics if m != "accuracy"))
@@ -175,7 +206,7 @@ def finetune(
             _diverged(f"{len(broken)} parameter tensors are not finite (first: {broken[0]})", epoch, ckpt_path)
         row = {
             "epoch": epoch,
-            "train_loss": sum(losses) / len(train),
+            "train_loss": all_reduce_sum(sum(losses)) / len(train),
             **{f"val_{k}": v for k, v in metrics.items() if k != "n"},
             "head_norm": norm,
             "seconds": time.perf_counter() - started,
@@ -188,22 +219,28 @@ def finetune(
             f"epoch {epoch}: loss {row['train_loss']:.4f}  val {settings.select_metric} {score:.4f}  ‖V‖ {norm:.3f}"
         )
         if ckpt_path is not None:
-            write_torch(
-                ckpt_path,
-                {
-                    "settings": settings.to_dict(),
-                    "seed": seed,
-                    "params": _snapshot(params),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "scaler": scaler.state_dict(),
-                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-                    "result": asdict(result),
-                    "best_score": best_score,
-                    "best_state": best_state,
-                },
-            )
+            rng = {
+                "rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(device).cpu()} if device.type == "cuda" else {}),
+            }
+            ranks = gather_objects(rng) if w.distributed else None
+            if w.is_main:
+                write_torch(
+                    ckpt_path,
+                    {
+                        "settings": settings.to_dict(),
+                        "seed": seed,
+                        "params": _snapshot(params),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        **rng,
+                        **({"world_size": w.size, "rng_ranks": ranks} if w.distributed else {}),
+                        "scaler": scaler.state_dict(),
+                        "result": asdict(result),
+                        "best_score": best_score,
+                        "best_state": best_state,
+                    },
+                )
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     with torch.no_grad():

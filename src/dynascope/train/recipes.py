@@ -30,8 +30,9 @@ from dynascope.analysis.verdicts import learned, learning_margin, majority_basel
 from dynascope.data import load_task, stratified_subset
 from dynascope.data.encode import PAIR_TEMPLATES, encode_split, resolve_pair_template
 from dynascope.device import check_precision, describe, resolve_device
+from dynascope.distributed import world
 from dynascope.errors import ConfigError
-from dynascope.models.backbone import check_max_length, load_backbone, load_tokenizer, resolve_pooling
+from dynascope.models.backbone import check_max_length, load_backbone, load_tokenizer, resolve_pooling, set_dropout
 from dynascope.models.classifier import POOLING_CHOICES, Classifier, require_varying_phi
 from dynascope.models.lora import LoraSettings, apply_lora, count_trainable, load_lora_state, lora_state_dict
 from dynascope.progress import say
@@ -88,6 +89,9 @@ class RunConfig:
     of one config are the same experiment up to float rounding (and the GPU's own dropout masks), so it is left
     out of ``to_dict`` and of equality (a finished run is reused on any device); ``env.json`` and the metrics
     record the device the run resolved it to.
+
+    ``backbone_dropout`` None keeps the model's own dropout; a number sets every dropout layer of the backbone to
+    it (0 makes runs on different numbers of processes comparable step by step).
     """
 
     task: str
@@ -107,6 +111,7 @@ class RunConfig:
     max_length: int = 128
     head_init_std: float = 0.02
     head_dropout: float = 0.1
+    backbone_dropout: float | None = None
     head_norm: float | None = None
     lp: ProbeSettings = field(default_factory=ProbeSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -131,6 +136,10 @@ class RunConfig:
         check_int(self.eval_batch_size, "eval_batch_size")
         check_number(self.head_init_std, "head_init_std", minimum=0.0)
         check_number(self.head_dropout, "head_dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        if self.backbone_dropout is not None:
+            check_number(
+                self.backbone_dropout, "backbone_dropout", minimum=0.0, maximum=1.0, exclusive_maximum=True
+            )
         if self.head_norm is not None:
             check_number(self.head_norm, "head_norm", minimum=0.0, exclusive_minimum=True)
         if isinstance(self.lr, str) and self.lr != AUTO_LR:
@@ -255,7 +264,7 @@ def _adopt_grid_point(
         return None
     skip = {FINETUNE.files[role] for role in ("config", "env", "metrics")}
     for item in sorted(where.iterdir()):
-        if item.is_file() and item.name not in skip:
+        if item.is_file() and item.name not in skip and world().is_main:
             shutil.copy2(item, out / item.name)
     FINETUNE.write_record(out, record, config.seed, env)
     metrics = {**FINETUNE.load(where, "metrics"), "adopted_from": str(where)}
@@ -298,6 +307,8 @@ def run(
     task = load_task(config.task, data_dir, max_train=config.max_train, seed=config.seed)
     backbone, tokenizer = load_backbone(config.model, attn_implementation="sdpa")  # no JVPs in training
     check_max_length(backbone, config.max_length)
+    if config.backbone_dropout is not None:
+        set_dropout(backbone, config.backbone_dropout)
     encode = lambda split: encode_split(split, tokenizer, config.max_length, pair_template)  # noqa: E731
     train_enc = encode(task.train)
     evals = {key: encode(split) for key, split in eval_splits(task, config.max_eval, config.seed).items()}
@@ -442,11 +453,12 @@ def run(
         "trainable_parameters": trainable,
         "n_train": len(train_enc),
         "device": str(device),
+        **world().describe(),
         "seconds": time.perf_counter() - started,
     }
     FINETUNE.write(out, "metrics", metrics)
     ckpt = FINETUNE.path(out, "checkpoint")
-    if ckpt.exists():
+    if ckpt.exists() and world().is_main:
         for item in ckpt.iterdir():
             item.unlink()
         ckpt.rmdir()
