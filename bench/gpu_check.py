@@ -1,5 +1,6 @@
-"""GPU check: FT throughput (fp32, bf16) against this project's CPU figure, the exact F kernel for N = 256 and
-1024 (C = 2, SST-2: seconds and peak GPU memory), and steps/s of a D = 512 looped model (fp32, bf16).
+"""GPU check: FT throughput (fp32, bf16) against this project's CPU figure and the dynamic-padding ``Trainer``,
+the exact F kernel for N = 256 and 1024 (C = 2, SST-2: seconds and peak GPU memory), and steps/s of a D = 512
+looped model (fp32, bf16).
 
 Meant for a GPU machine without network or dynascope installed: ``bench/gpu_check.sh`` runs it from the repo
 with ``PYTHONPATH=src`` on the folder ``bench/gpu_bundle.py`` prepares (the default model with float16 weights,
@@ -74,6 +75,51 @@ def ft_throughput(bundle: Path, device: Any, precision: str) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {"examples": len(train), "seconds": seconds, "examples_per_second": len(train) / seconds,
             "peak_gpu_gb": _peak_gb(device), "mean_tokens": float(train.lengths.mean())}
+
+
+def trainer_ft(bundle: Path, device: Any, precision: str) -> dict[str, Any]:
+    """Examples/s of the ``transformers.Trainer`` a user would configure on the same sentences and batch: dynamic
+    padding (``DataCollatorWithPadding``) and length-grouped batches, fp32 or bf16 (``bf16=True``)."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from dynascope.data import load_task
+    from dynascope.models import Classifier, load_backbone
+    from train import _grouping
+
+    torch.manual_seed(0)
+    task = load_task("sst2", bundle / "data")
+    backbone, tokenizer = load_backbone(str(bundle / "model"), attn_implementation="sdpa")
+    clf = Classifier(backbone, task.num_labels, pooling="cls", seed=0)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clf = clf
+
+        def forward(self, labels=None, **inputs):
+            logits = self.clf(**inputs)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    n = SIZES["ft_examples"]
+    texts = list(task.train.texts[:n])
+    enc = tokenizer(texts, truncation=True, max_length=MAX_LENGTH)
+    rows = [{**{k: enc[k][i] for k in enc}, "labels": int(task.train.labels[i])} for i in range(len(texts))]
+    args = TrainingArguments(
+        output_dir="/tmp/dynascope-gpu-trainer", per_device_train_batch_size=FT_BATCH, learning_rate=5e-5,
+        num_train_epochs=1, weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0, lr_scheduler_type="linear",
+        save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], use_cpu=device.type == "cpu",
+        dataloader_num_workers=0, disable_tqdm=True, seed=0, remove_unused_columns=False,
+        bf16=precision == "bf16", **_grouping(True),
+    )
+    trainer = Trainer(model=Wrapped(), args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer))
+    _reset_peak(device)
+    started = time.perf_counter()
+    trainer.train()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"examples": len(rows), "seconds": seconds, "examples_per_second": len(rows) / seconds,
+            "peak_gpu_gb": _peak_gb(device)}
 
 
 def ntk_kernel(bundle: Path, device: Any, n: int, memory_gb: float) -> dict[str, Any]:
@@ -151,11 +197,15 @@ def _cpu_ft_figure() -> dict[str, Any] | None:
 
 def _markdown(results: dict[str, Any]) -> str:
     cpu = (results.get("cpu_ft") or {}).get("examples_per_second")
+    peers = results.get("trainer", {})
     ft_rows = [[p, r["examples"], r["examples_per_second"], None if cpu is None else r["examples_per_second"] / cpu,
+                (peers.get(p) or {}).get("examples_per_second"),
+                r["examples_per_second"] / peers[p]["examples_per_second"] if p in peers else None,
                 r["peak_gpu_gb"]] for p, r in results.get("ft", {}).items()]
     md = f"Device: {results.get('device_name', results.get('device'))}.\n\n"
     md += "## FT throughput (default model, SST-2, batch 32, one epoch)\n\n" + markdown_table(
-        ["precision", "examples", "examples/s", "× the 2-core CPU figure", "peak GPU GB"], ft_rows)
+        ["precision", "examples", "examples/s", "× the 2-core CPU figure", "dynamic-padding Trainer ex/s",
+         "ours / Trainer (goal ≥ 1.2)", "peak GPU GB"], ft_rows)
     md += f"\nCPU figure: {cpu if cpu is not None else '–'} examples/s (`bench/results/train.json`, SST-2).\n"
     md += "\n## Exact F kernel (default model, SST-2, C = 2, all blocks)\n\n" + markdown_table(
         ["N", "seconds", "peak GPU GB", "memory budget GB", "‖F − Fᵀ‖/‖F‖"],
@@ -186,8 +236,9 @@ def main() -> None:
     device, bundle = resolve_device(args.device), Path(args.bundle)
     results: dict[str, Any] = {**describe(device), "torch": torch.__version__, "cpu_ft": _cpu_ft_figure(),
                                "sizes": dict(SIZES),
-                               "ft": {}, "ntk": {}, "looped": {}, "failed": {}}
+                               "ft": {}, "trainer": {}, "ntk": {}, "looped": {}, "failed": {}}
     stages = [("ft", p, lambda p=p: ft_throughput(bundle, device, p)) for p in ("fp32", "bf16")]
+    stages += [("trainer", p, lambda p=p: trainer_ft(bundle, device, p)) for p in ("fp32", "bf16")]
     stages += [("ntk", str(n), lambda n=n: ntk_kernel(bundle, device, n, args.memory_gb)) for n in SIZES["ntk"]]
     stages += [("looped", p, lambda p=p: looped_steps(device, p)) for p in ("fp32", "bf16")]
     for section, key, run in stages:
