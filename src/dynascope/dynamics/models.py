@@ -179,6 +179,12 @@ class LoopedSA(nn.Module):
         logits = self.readout(states[-1])
         return (logits, states) if return_trajectory else logits
 
+    def fused_attention(self, on: bool = True) -> LoopedSA:
+        """Let a free MSA use the fused attention kernel (training only; see ``layers``); returns ``self``."""
+        if isinstance(self.msa, MultiHeadSelfAttention):
+            self.msa.fused = on
+        return self
+
     def sa_weights(self) -> dict[str, Tensor]:
         """The SA weight matrices (paper layout) that Spec regularises."""
         return self.msa.weights()

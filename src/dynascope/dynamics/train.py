@@ -256,7 +256,7 @@ def train_run(
     LOOPED.write_record(out, record, config.seed, describe(device))  # refuses to resume another config's checkpoint
     puzzles, solutions = _as_tensors(train, config.n_train, "train")
     torch.manual_seed(config.seed)
-    model = build_model(config.model).to(device)
+    model = build_model(config.model).to(device).fused_attention()  # the EMA copy inherits it; analyses do not
     ema = copy.deepcopy(model)
     w = world()
     forward: torch.nn.Module = model
@@ -289,7 +289,11 @@ def train_run(
         model.train()
         gen = _epoch_generator(config.seed, epoch)
         order = torch.randperm(len(puzzles), generator=gen)
-        total, total_reg, batches = 0.0, 0.0, 0
+        # running sums stay on the device in float64 (the bits of summing the float32 values in Python floats)
+        # and are read once per epoch: no host sync per step beyond the finiteness check
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        total_reg = torch.zeros((), dtype=torch.float64, device=device)
+        batches = 0
         for start in progress(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}"):
             idx = order[start : start + config.batch_size]
             if w.distributed:
@@ -324,14 +328,16 @@ def train_run(
             scaler.step(opt)
             scaler.update()
             _ema_update(ema, model, step, config)
-            logged = ce.item() if not w.distributed else ce_local.item() / len(idx)  # summed over ranks below
-            total, total_reg, batches = total + logged, total_reg + reg.item(), batches + 1
+            logged = ce if not w.distributed else ce_local / len(idx)  # summed over ranks below
+            total += logged.detach().double()
+            total_reg += reg.detach().double()
+            batches += 1
             if config.curve_every and step % config.curve_every == 0:
                 curve.append(_curve_point(ema, curve_pz, curve_sol, step, config))
         _check_finite(model, epoch + 1, batches, ckpt_path)
-        total = all_reduce_sum(total) if w.distributed else total
-        losses.append(total / batches if batches else float("nan"))
-        regs.append(total_reg / batches if batches else float("nan"))
+        total_ce = all_reduce_sum(float(total)) if w.distributed else float(total)
+        losses.append(total_ce / batches if batches else float("nan"))
+        regs.append(float(total_reg) / batches if batches else float("nan"))
         seconds.append(time.perf_counter() - t0)
         LOOPED.write(
             out,
