@@ -228,3 +228,10 @@ def test_two_gpu_training_equals_one_gpu(model, tmp_path) -> None:
     ok(one(args(tmp_path / "one")))
     ok(two(args(tmp_path / "two")))
     assert_same_training(tmp_path / "two", tmp_path / "one")
+
+
+def test_a_single_process_command_refuses_torchrun(tmp_path) -> None:
+    proc = two(["sudoku", "build", "--easy-train", "30", "--easy-test", "10", "--out", str(tmp_path / "b")])
+    assert proc.returncode != 0
+    assert "'sudoku build' runs in one process: launch it without torchrun" in proc.stderr
+    assert not (tmp_path / "b").exists()

@@ -18,10 +18,12 @@ import sys
 from collections.abc import Sequence
 
 from dynascope import __version__, distributed
-from dynascope.errors import DynascopeError
+from dynascope.errors import ConfigError, DynascopeError
 from dynascope.progress import set_quiet
 
 COMMAND_GROUPS = ("finetune", "ntk", "analysis", "sudoku", "dynamics", "reproduce")
+MULTI_PROCESS = ("train", "compare", "scale-head", "ntk", "dynamics train")
+"""The commands that run as several processes under ``torchrun``; the others refuse to (one line, exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_quiet(True)
     who = "dynascope"
     try:
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        if distributed.env_world_size() > 1 and command not in MULTI_PROCESS:
+            raise ConfigError(
+                f"'{command}' runs in one process: launch it without torchrun (several processes: "
+                f"{', '.join(MULTI_PROCESS)})"
+            )
         w = distributed.init_from_env()
         if w.distributed:
             who = f"dynascope (rank {w.rank} of {w.size})"
