@@ -85,21 +85,12 @@ def trainer_ft(bundle: Path, device: Any, precision: str) -> dict[str, Any]:
 
     from dynascope.data import load_task
     from dynascope.models import Classifier, load_backbone
-    from train import _grouping
+    from train import _grouping, trainer_model
 
     torch.manual_seed(0)
     task = load_task("sst2", bundle / "data")
     backbone, tokenizer = load_backbone(str(bundle / "model"), attn_implementation="sdpa")
     clf = Classifier(backbone, task.num_labels, pooling="cls", seed=0)
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.clf = clf
-
-        def forward(self, labels=None, **inputs):
-            logits = self.clf(**inputs)
-            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
     n = SIZES["ft_examples"]
     texts = list(task.train.texts[:n])
@@ -112,7 +103,8 @@ def trainer_ft(bundle: Path, device: Any, precision: str) -> dict[str, Any]:
         dataloader_num_workers=0, disable_tqdm=True, seed=0, remove_unused_columns=False,
         bf16=precision == "bf16", **_grouping(True),
     )
-    trainer = Trainer(model=Wrapped(), args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer))
+    collator = DataCollatorWithPadding(tokenizer)
+    trainer = Trainer(model=trainer_model(clf), args=args, train_dataset=rows, data_collator=collator)
     _reset_peak(device)
     started = time.perf_counter()
     trainer.train()

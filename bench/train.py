@@ -65,13 +65,9 @@ def _grouping(on: bool) -> dict:
     return {"group_by_length": on}
 
 
-def hf_trainer_ft(task_name: str, max_train: int, epochs: int, dynamic: bool = False) -> dict:
-    """Examples per second of a ``transformers.Trainer``: padding every example to max length, or (``dynamic``)
-    padding each batch to its longest example with ``group_by_length=True``."""
+def trainer_model(clf):
+    """``clf`` as a ``Trainer`` model: it takes ``labels`` and returns the cross-entropy loss with the logits."""
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    task, tokenizer, clf, _ = _setup(task_name, max_train)
 
     class Wrapped(torch.nn.Module):
         def __init__(self) -> None:
@@ -81,6 +77,17 @@ def hf_trainer_ft(task_name: str, max_train: int, epochs: int, dynamic: bool = F
         def forward(self, labels=None, **inputs):
             logits = self.clf(**inputs)
             return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    return Wrapped()
+
+
+def hf_trainer_ft(task_name: str, max_train: int, epochs: int, dynamic: bool = False) -> dict:
+    """Examples per second of a ``transformers.Trainer``: padding every example to max length, or (``dynamic``)
+    padding each batch to its longest example with ``group_by_length=True``."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    task, tokenizer, clf, _ = _setup(task_name, max_train)
 
     texts, pairs = list(task.train.texts), list(task.train.pairs) if task.train.pairs else None
     padding = False if dynamic else "max_length"
@@ -98,7 +105,7 @@ def hf_trainer_ft(task_name: str, max_train: int, epochs: int, dynamic: bool = F
         return {k: torch.tensor([row[k] for row in batch]) for k in batch[0]}
 
     collator = DataCollatorWithPadding(tokenizer) if dynamic else collate
-    trainer = Trainer(model=Wrapped(), args=args, train_dataset=rows, data_collator=collator)
+    trainer = Trainer(model=trainer_model(clf), args=args, train_dataset=rows, data_collator=collator)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
