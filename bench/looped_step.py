@@ -81,7 +81,7 @@ def child(width: int, heads: int, loop_steps: int, batch: int, steps: int) -> di
         t0 = time.perf_counter()
         logits = model(pz, loop_steps, generator=gen)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 9), (sol - 1).reshape(-1))
-        float(loss)
+        float(loss.detach())  # the loop reads the loss too (its finiteness check)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
