@@ -21,7 +21,7 @@ from dynascope.dynamics.layers import NORM_KINDS
 from dynascope.dynamics.models import MODEL_KINDS, ModelConfig
 from dynascope.dynamics.regularizers import REGULARIZERS
 from dynascope.dynamics.sudoku import SPLIT_NAMES
-from dynascope.dynamics.train import TrainConfig
+from dynascope.dynamics.train import LR_SCHEDULES, TrainConfig
 from dynascope.errors import ConfigError
 from dynascope.experiments.dynamics import EXTRA_RUNS, PRESETS, RUNS, publish, reproduce
 from dynascope.pipelines.dynamics import EVALUATE_STEPS, analyze_run_dir, evaluate_puzzles, train_from_sudoku_dir
@@ -51,6 +51,8 @@ _TRAIN_FLAGS = (
     "eval_batch",
     "curve_every",
     "curve_boards",
+    "warmup_steps",
+    "lr_schedule",
     "precision",
     "device",
 )
@@ -160,6 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up over K optimizer steps")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="after warm-up: constant (default) or cosine to 0")
     train.add_argument("--loop-steps", type=int, help="training loop count T")
     train.add_argument("--eval-steps", help="comma-separated test loop counts (default 8,16,32,64,128)")
     train.add_argument("--regularizer", choices=REGULARIZERS)

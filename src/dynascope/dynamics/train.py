@@ -30,6 +30,7 @@ learning curve run on every rank alike (the EMA weights are the same everywhere)
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,12 +58,17 @@ class Boards(Protocol):
     solutions: np.ndarray
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training recipe; ``n_train``/``n_eval`` = 0 use every board of the split (else the first n). ``device`` is
     left out of equality and of ``to_dict`` (see the module docstring). ``curve_every`` > 0 records the learning
     curve: every that many optimizer steps, the EMA model's board and blank-cell accuracy at the training T on the
-    first ``curve_boards`` ID test boards (it reads the model only, so training is the same with or without it)."""
+    first ``curve_boards`` ID test boards (it reads the model only, so training is the same with or without it).
+    The learning rate warms up linearly over ``warmup_steps`` and then stays at ``lr`` (``lr_schedule`` constant,
+    the paper's recipe) or follows a cosine down to 0 at the last step (``cosine``); see ``learning_rate``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 100
@@ -83,6 +89,8 @@ class TrainConfig:
     precision: str = "fp32"
     curve_every: int = 0
     curve_boards: int = 200
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
     device: str = field(default="auto", compare=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +100,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "loop_steps", "ema_every", "eval_batch", "curve_boards"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("n_train", "n_eval", "ema_start", "seed", "curve_every"):
+        for name in ("n_train", "n_eval", "ema_start", "seed", "curve_every", "warmup_steps"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         check_seed(self.seed)
@@ -111,6 +119,8 @@ class TrainConfig:
         if self.regularizer == "e_multi" and not self.model.orthogonal_vo:
             raise ConfigError("e_multi needs orthogonal W^V, W^O: set model.orthogonal_vo=True")
         check_precision(self.precision)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for config.json), without ``device``."""
@@ -123,6 +133,20 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict`` (a ``device`` recorded by older versions is read as the device setting)."""
         return cls(**data)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (1-based) out of ``total_steps``: ``lr · step / warmup_steps``
+    during the warm-up, then ``lr`` (constant) or ``lr · (1 + cos(π·k / K)) / 2`` for the k-th of the K steps after
+    it (cosine: the first is at ``lr``, the last just above 0). A pure function of the step, so a resumed run
+    follows the same schedule without storing a scheduler."""
+    if step <= config.warmup_steps:
+        return config.lr * step / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        after = max(1, total_steps - config.warmup_steps)
+        k = min(step - config.warmup_steps - 1, after - 1)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * k / after))
+    return config.lr
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -273,6 +297,7 @@ def train_run(
     step, start_epoch, skipped = 0, 0, 0
     curve: list[dict[str, float]] = []
     curve_pz, curve_sol = _as_tensors(id_test, config.curve_boards, "id")
+    total_steps = config.epochs * math.ceil(len(puzzles) / config.batch_size)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -321,6 +346,8 @@ def train_run(
             if not (all_agree(finite) if w.distributed else finite):
                 skipped += 1
                 continue
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(config, step, total_steps)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)  # clip the true gradients (a no-op unless fp16)

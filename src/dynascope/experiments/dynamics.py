@@ -57,7 +57,12 @@ from dynascope.dynamics.train import TrainConfig
 from dynascope.errors import ConfigError
 from dynascope.pipelines.dynamics import analyze_run_dir, train_from_sudoku_dir
 from dynascope.progress import progress, say
-from dynascope.report.dynamics_plots import study_accuracy_figure, study_eigenvalue_figure, study_energy_figure
+from dynascope.report.dynamics_plots import (
+    learning_curve_figure,
+    study_accuracy_figure,
+    study_eigenvalue_figure,
+    study_energy_figure,
+)
 from dynascope.runio import LOOPED, STUDY, ensure_dir, write_bytes
 from dynascope.validation import check_seed
 
@@ -116,6 +121,8 @@ class Preset:
     seeds: tuple[int, ...] = (0,)
     precision: str = "fp32"
     """Training precision; ``full`` autocasts in bf16 (it is sized for a GPU, where bf16 is the fast path)."""
+    curve_every: int = 0
+    """Optimizer steps between learning-curve points (EMA model on 200 ID boards at the training T); 0 = none."""
 
 
 PRESETS = {
@@ -198,6 +205,7 @@ def train_config(preset: Preset, spec: RunSpec, device: str, seed: int) -> Train
         n_eval=preset.n_eval,
         ema_beta=preset.ema_beta,
         precision=preset.precision,
+        curve_every=preset.curve_every,
         device=device,
     )
 
@@ -219,6 +227,70 @@ def check_metric(rows: list[dict[str, Any]]) -> str:
     accuracy (small models that solve no board still differ in how many blanks they fill correctly)."""
     solved = any(v > 0 for r in rows for split in r["metrics"]["board_accuracy"].values() for v in split.values())
     return "board_accuracy" if solved else "cell_accuracy"
+
+
+CURVE_ROWS = 12
+"""Rows of the learning-curve table in results.md (evenly spaced over the recorded points; the figure has all)."""
+
+
+def best_normalised(rows: list[dict[str, Any]], t: int) -> str:
+    """The normalised run (not the no-norm or symmetric 1-epoch ones) with the highest mean ID board accuracy at
+    T = ``t`` over seeds, ties broken by mean ID blank-cell accuracy."""
+    names = [n for n in dict.fromkeys(r["name"] for r in rows) if n != "itrsa_none" and not n.startswith("sym_")]
+
+    def score(name: str) -> tuple[float, float]:
+        mine = [r for r in rows if r["name"] == name]
+        return (
+            float(np.mean([_acc(r, "id", t) for r in mine])),
+            float(np.mean([_acc(r, "id", t, "cell_accuracy") for r in mine])),
+        )
+
+    return max(names, key=score)
+
+
+def _mean_se(values: list[float]) -> str:
+    """``mean ± SE`` in percent (SE over seeds; only the mean for one seed)."""
+    mean = 100 * float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.1f} %"
+    return f"{mean:.1f} ± {100 * float(np.std(values, ddof=1)) / np.sqrt(len(values)):.1f} %"
+
+
+def _learning_curve_md(rows: list[dict[str, Any]], t: int, first_seed: int) -> list[str]:
+    """The best normalised model's ID accuracy over seeds, and the learning curves of the first seed's runs."""
+    best = best_normalised(rows, t)
+    mine = [r for r in rows if r["name"] == best]
+    label = next(r["label"] for r in mine).split(" · seed")[0]
+    per_seed = ", ".join(f"seed {r['seed']}: {_pct(_acc(r, 'id', t))}" for r in mine)
+    out = ["## Learning curves", ""]
+    out += [
+        f"Best normalised model (mean ID board accuracy at T = {t}, then blank-cell accuracy): **{label}**: ID board "
+        f"accuracy {_mean_se([_acc(r, 'id', t) for r in mine])} (mean ± SE over seeds; {per_seed}), ID blank-cell "
+        f"accuracy {_mean_se([_acc(r, 'id', t, 'cell_accuracy') for r in mine])}.",
+        "",
+    ]
+    first = [r for r in rows if r["seed"] == first_seed and r["metrics"].get("learning_curve")]
+    if not first:
+        return [*out, "No run recorded a learning curve (the preset's `curve_every` is 0).", ""]
+    longest = max(first, key=lambda r: len(r["metrics"]["learning_curve"]))["metrics"]["learning_curve"]
+    picks = sorted({int(i) for i in np.linspace(0, len(longest) - 1, min(CURVE_ROWS, len(longest)))})
+    steps = [int(longest[i]["step"]) for i in picks]
+    out += [
+        f"EMA model on the first 200 ID boards at T = {t}, every recorded step of seed {first_seed} in "
+        "`figures/learning_curve.png`; entries are board / blank-cell accuracy in % (– where a run had ended).",
+        "",
+        "| step | " + " | ".join(r["label"].split(" · seed")[0] for r in first) + " |",
+        "|---|" + "---|" * len(first),
+    ]
+    for step in steps:
+        cells = []
+        for r in first:
+            point = next((p for p in r["metrics"]["learning_curve"] if int(p["step"]) == step), None)
+            cells.append(
+                "–" if point is None else f"{_pct(point['board_accuracy'])} / {_pct(point['cell_accuracy'])}"
+            )
+        out.append(f"| {step} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, Any], seeds: tuple[int, ...]) -> str:
@@ -243,6 +315,7 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
                 values = row["metrics"][kind][split]
                 out.append(f"| {row['label']} | " + " | ".join(_pct(values[str(t)]) for t in ts) + " |")
             out.append("")
+    out += _learning_curve_md(rows, t_train, seeds[0])
     kind = check_metric(rows)
     acc = "board" if kind == "board_accuracy" else "cell"
     out += ["## Lyapunov exponents vs accuracy", ""]
@@ -293,7 +366,8 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
         "",
     ]
     out += [
-        "Figures: `figures/accuracy_vs_T.png`, `figures/eigenvalues.png`, `figures/energy.png`; per run in "
+        "Figures: `figures/accuracy_vs_T.png`, `figures/eigenvalues.png`, `figures/energy.png`, "
+        "`figures/learning_curve.png` (when the preset records curves); per run in "
         "`runs/<name>-seed<k>/figures/`.",
         "",
     ]
@@ -563,6 +637,16 @@ def reproduce(
     write_bytes(figures / "accuracy_vs_T.png", study_accuracy_figure(first))
     write_bytes(figures / "eigenvalues.png", study_eigenvalue_figure(first))
     write_bytes(figures / "energy.png", study_energy_figure(first))
+    curves = {
+        row["label"]: {
+            "ID board": ([p["step"] for p in curve], [p["board_accuracy"] for p in curve]),
+            "ID cell": ([p["step"] for p in curve], [p["cell_accuracy"] for p in curve]),
+        }
+        for row in first
+        if (curve := row["metrics"].get("learning_curve"))
+    }
+    if curves:
+        write_bytes(figures / "learning_curve.png", learning_curve_figure(curves))
     STUDY.write(out, "checks", _checks_md(rows, preset, seeds))
     results = {
         "preset": preset.name,
