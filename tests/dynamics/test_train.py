@@ -180,7 +180,8 @@ def test_reproduce_smoke_end_to_end(tmp_path: Path) -> None:
     assert verdicts >= 8, checks
     assert "2 seed(s), fewer than 3" in checks  # two seeds can never make a claim hold
     assert "Accuracy compared below: **" in checks
-    for fig in ("accuracy_vs_T.png", "eigenvalues.png", "energy.png"):
+    assert "## Learning curves" in text and "Best normalised model" in text
+    for fig in ("accuracy_vs_T.png", "eigenvalues.png", "energy.png", "learning_curve.png"):
         assert (study / "figures" / fig).exists()
         assert (docs / "figures" / fig).read_bytes() == (study / "figures" / fig).read_bytes()
     assert (docs / "checks.md").read_text() == checks

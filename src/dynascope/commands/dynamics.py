@@ -222,7 +222,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.epochs:
         preset = replace(preset, epochs=args.epochs)
     seeds = tuple(_int_list(args.seeds, "--seeds")) if args.seeds is not None else None
-    results = reproduce(preset, args.out, args.data_dir, args.device, seeds, runs, args.overwrite)
+    results = reproduce(
+        preset, args.out, args.data_dir, args.device, seeds, runs, args.overwrite, flush_denormal=True
+    )
     if args.docs:
         publish(Path(args.out), Path(args.docs))
     print(f"{args.out}: results.md, checks.md ({results['timings']['stages']:.0f} s of measured stages)")
@@ -237,7 +239,9 @@ def register_reproduce(studies: argparse._SubParsersAction) -> None:
     add_common(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="sizes (default quick)")
     add_device(parser, default="auto")
-    parser.add_argument("--seeds", help="comma-separated seeds of every run (default: the preset's; quick and full: 0)")
+    parser.add_argument(
+        "--seeds", help="comma-separated seeds of every run (default: the preset's; quick: 0,1,2; full: 0)"
+    )
     parser.add_argument(
         "--runs",
         help=f"comma-separated runs (default: the grid {[s.name for s in RUNS]}; also {[s.name for s in EXTRA_RUNS]})",

@@ -15,24 +15,25 @@ one head) and ItrSA + E-multi (λ = 1e-4, orthogonal W^V, W^O). Table S.2's λ v
 Presets:
 - ``smoke``: D = 8, H = 2, N = 4, T = 4, 240 training boards, 1 epoch, eval T ∈ {2, 4, 8} on 40 + 40
   boards, analysis with n = 648 (dense eigenvalues, exact Lyapunov). For the end-to-end test.
-- ``quick``: D = 32, H = 4, N = 4, training T = 8, batch 32, lr 3e-3, EMA β = 0.98 (every 10 steps),
-  3000 easy training boards × 40 epochs (3760 optimizer steps per model; the no-norm ItrSA: 1 epoch = 94
-  steps), eval T ∈ {8, 16, 32, 64, 128} on 300 ID + 300 OOD boards; analysis on 1 board with
-  n = 81·32 = 2592: dense eigenvalues and norms at t = 8, exact 8-step Lyapunov exponents, traces over 64
-  steps, CI at t ∈ {0, 8, 64}. Budget: ≤ 60 min on 2 cores (``results.md`` records the measured stages).
+- ``quick``: D = 32, H = 4, N = 4, training T = 8, batch 32, Adam lr 8e-3 after a 200-step linear warm-up,
+  EMA β = 0.98 (every 10 steps), 3000 easy training boards × 22 epochs (2068 optimizer steps per model; the
+  no-norm ItrSA: 1 epoch = 94 steps), seeds 0, 1, 2, a learning-curve point every 100 steps, eval
+  T ∈ {8, 16, 32, 64, 128} on 300 ID + 300 OOD boards; analysis on 1 board with n = 81·32 = 2592: dense
+  eigenvalues and norms at t = 8, exact 8-step Lyapunov exponents, traces over 32 steps, CI at t ∈ {0, 8, 32}.
+  Budget: ≤ 60 min on 2 cores for the 18 runs (``results.md`` records the measured stages).
 - ``full``: the paper's size: D = 512, H = 8, N = 8 (AKOrN, v4), T = 16, 100 epochs, batch 100, 9000
   training boards, 1000 ID test and 18000 OOD test boards; analysis by Arnoldi (128 eigenvalues) and
   Benettin (top 64 exponents) since n = 41472. Meant for a GPU (``--device cuda``); runs on CPU too.
 
-Why these quick sizes (measured on this 2-core machine): a looped model this small first copies the givens
-and sits at chance on the blanks (11 %) for ≈ 2000 optimizer steps before it starts to use the constraints;
-the earlier quick setting (D = 24, batch 100, lr 1e-3, 480 steps) never left that plateau. Smaller batches
-and a larger learning rate buy more steps for the same time (D = 32, T = 8, batch 32: 0.066 s/step with 2
-threads on an idle machine; ItrSA + RMSNorm then reaches ≈ 20 % blank-cell accuracy on easy boards after
-2500 steps), training at T = 8 instead of the paper's 16 halves the cost of a step, and the faster EMA
-(β = 0.98 every 10 steps, a ≈ 500-step window) keeps the evaluated weights from averaging over the plateau.
-No model of this size solves whole boards; the checks then compare blank-cell accuracy (``checks.md`` says
-which accuracy it used).
+Why these quick sizes (measured on this 2-core machine, EMA blank-cell accuracy on 200 easy boards): a
+looped model this small first copies the givens and sits near chance on the blanks (11 %, loss ≈ 1.2 over
+all cells) for a while before it starts to use the constraints, and the length of that plateau is set mostly
+by the learning rate: ItrSA + RMSNorm (D = 32, T = 8, batch 32) leaves it after ≈ 2600 steps at lr 3e-3 and
+≈ 1600 at 8e-3 (20 % blank-cell accuracy by step 2400); D = 64, T = 16, batch 16 leaves it after ≈ 5000 steps at
+1e-3, 2800 at 3e-3 and 1800 at 6e-3, and then climbs slowly (at 1e-3: 23 % at 20k steps, 37 % at 54k, still 0
+boards). Supervising every loop step instead of the last gave the same accuracy per step at twice the cost.
+Three seeds of six runs in an hour leave each model ≈ 2000 steps, just past the plateau: no model of this size
+solves whole boards, and the checks then compare blank-cell accuracy (``checks.md`` says which accuracy it used).
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ class Preset:
     """Training precision; ``full`` autocasts in bf16 (it is sized for a GPU, where bf16 is the fast path)."""
     curve_every: int = 0
     """Optimizer steps between learning-curve points (EMA model on 200 ID boards at the training T); 0 = none."""
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    """Learning-rate warm-up and schedule (``TrainConfig``); ``full`` keeps the paper's constant rate."""
 
 
 PRESETS = {
@@ -143,6 +147,7 @@ PRESETS = {
         analysis=AnalysisConfig(
             boards=1, t_jacobian=4, lyap_steps=4, trace_steps=8, ci_times=(0, 4, 8), full_mean=True
         ),
+        curve_every=2,
     ),
     "quick": Preset(
         name="quick",
@@ -152,14 +157,17 @@ PRESETS = {
         osc_size=4,
         akorn_osc_size=4,
         loop_steps=8,
-        epochs=40,
+        epochs=22,
         batch_size=32,
-        lr=3e-3,
+        lr=8e-3,
         n_train=0,
         n_eval=0,
         eval_steps=(8, 16, 32, 64, 128),
         ema_beta=0.98,
-        analysis=AnalysisConfig(boards=1, t_jacobian=8, lyap_steps=8, trace_steps=64, ci_times=(0, 8, 64)),
+        analysis=AnalysisConfig(boards=1, t_jacobian=8, lyap_steps=8, trace_steps=32, ci_times=(0, 8, 32)),
+        seeds=(0, 1, 2),
+        curve_every=100,
+        warmup_steps=200,
     ),
     "full": Preset(
         name="full",
@@ -206,6 +214,8 @@ def train_config(preset: Preset, spec: RunSpec, device: str, seed: int) -> Train
         ema_beta=preset.ema_beta,
         precision=preset.precision,
         curve_every=preset.curve_every,
+        warmup_steps=preset.warmup_steps,
+        lr_schedule=preset.lr_schedule,
         device=device,
     )
 
@@ -362,7 +372,8 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
         "",
         f"Sudoku build: {_num(timings['build'], 1)} s; all stages: {_num(timings['stages'], 1)} s "
         f"({_num(timings['stages'] / 60, 1)} min; each stage timed when it ran, so a resumed study still reports "
-        f"its full cost); this call: {_num(timings['total'], 1)} s; torch threads: {torch.get_num_threads()}.",
+        f"its full cost); this call: {_num(timings['total'], 1)} s; torch threads: {torch.get_num_threads()}; "
+        f"denormals flushed to zero: {'yes' if timings.get('flush_denormal') else 'no'}.",
         "",
     ]
     out += [
@@ -571,9 +582,33 @@ def reproduce(
     seeds: tuple[int, ...] | None = None,
     runs: tuple[str, ...] | None = None,
     overwrite: bool = False,
+    flush_denormal: bool = False,
 ) -> dict[str, Any]:
     """Run the whole study for ``preset`` into ``out`` over ``seeds`` (default: the preset's); returns the results
-    dict (also results.json). Each (run, seed) trains into ``runs/<name>-seed<k>``."""
+    dict (also results.json). Each (run, seed) trains into ``runs/<name>-seed<k>``. ``flush_denormal`` flushes
+    denormal floats to zero for the duration of the call (``torch.set_flush_denormal``, process-wide, reset after):
+    trained looped models drive the softmax into denormals, which CPUs compute many times slower (≈ 15 % of a
+    trained model's training step here, far more in the no-norm model's evaluation); results.json records it."""
+    if flush_denormal:
+        torch.set_flush_denormal(True)
+    try:
+        return _reproduce(preset, out, data_dir, device, seeds, runs, overwrite, flush_denormal)
+    finally:
+        if flush_denormal:
+            torch.set_flush_denormal(False)
+
+
+def _reproduce(
+    preset: Preset,
+    out: str | Path,
+    data_dir: str | Path | None,
+    device: str,
+    seeds: tuple[int, ...] | None,
+    runs: tuple[str, ...] | None,
+    overwrite: bool,
+    flush_denormal: bool,
+) -> dict[str, Any]:
+    """``reproduce`` with denormal flushing already set."""
     known = {s.name: s for s in (*RUNS, *EXTRA_RUNS)}
     unknown = sorted(set(runs or ()) - set(known))
     if unknown:
@@ -630,6 +665,7 @@ def reproduce(
         rows.append({"name": spec.name, "seed": seed, "key": key, "label": label, "metrics": metrics,
                      "analysis": analysis})
     timings["total"] = time.perf_counter() - t_total
+    timings["flush_denormal"] = flush_denormal
     stage_keys = ("train", "eval", "analysis")
     timings["stages"] = build_seconds + sum(sum(v[k] for k in stage_keys) for v in timings["runs"].values())
     figures = STUDY.path(out, "figures")
@@ -666,6 +702,7 @@ def reproduce(
             for spec in specs
         },
         "torch_threads": torch.get_num_threads(),
+        "flush_denormal": flush_denormal,
     }
     STUDY.write(out, "results_json", results)
     STUDY.write(out, "results", _results_md(rows, preset, timings, seeds))
