@@ -301,3 +301,23 @@ def test_results_name_the_best_normalised_model_with_its_board_accuracy_and_lear
     for r in rows:
         r["metrics"]["learning_curve"] = []
     assert "No run recorded a learning curve" in "\n".join(_learning_curve_md(rows, 8, 0))
+
+
+def test_a_study_with_two_workers_gives_each_run_the_results_of_one_process(tmp_path: Path) -> None:
+    if not os.environ.get("DYNASCOPE_DATA"):
+        pytest.skip("DYNASCOPE_DATA is unset: the smoke reproduction builds boards from the real 17-clue pool")
+    from dynascope.experiments.dynamics import PRESETS, reproduce
+
+    torch.set_num_threads(1)  # the serial study and each worker compute with one thread
+    runs, seeds = ("itrsa_none", "itrsa_rms"), (0, 1)
+    serial = reproduce(PRESETS["smoke"], tmp_path / "serial", seeds=seeds, runs=runs, device="cpu")
+    side = reproduce(PRESETS["smoke"], tmp_path / "side", seeds=seeds, runs=runs, device="cpu", workers=2)
+    assert side["timings"]["workers"] == 2 and set(side["timings"]["runs"]) == set(serial["timings"]["runs"])
+    for name in runs:
+        for seed in ("0", "1"):
+            a, b = serial["runs"][name][seed], side["runs"][name][seed]
+            assert a["train_loss"] == b["train_loss"] and a["board_accuracy"] == b["board_accuracy"]
+            assert a["cell_accuracy"] == b["cell_accuracy"]
+    assert "runs side by side: 2" in (tmp_path / "side" / "results.md").read_text()
+    with pytest.raises(ConfigError, match="workers"):
+        reproduce(PRESETS["smoke"], tmp_path / "bad", runs=runs, workers=0)

@@ -223,7 +223,15 @@ def _reproduce(args: argparse.Namespace) -> int:
         preset = replace(preset, epochs=args.epochs)
     seeds = tuple(_int_list(args.seeds, "--seeds")) if args.seeds is not None else None
     results = reproduce(
-        preset, args.out, args.data_dir, args.device, seeds, runs, args.overwrite, flush_denormal=True
+        preset,
+        args.out,
+        args.data_dir,
+        args.device,
+        seeds,
+        runs,
+        args.overwrite,
+        flush_denormal=True,
+        workers=args.workers,
     )
     if args.docs:
         publish(Path(args.out), Path(args.docs))
@@ -248,5 +256,8 @@ def register_reproduce(studies: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="runs trained side by side in separate processes (default 1)"
+    )
     parser.add_argument("--docs", help="also copy results, checks and figures into this folder")
     parser.set_defaults(func=_reproduce)
