@@ -20,7 +20,7 @@ Presets:
   no-norm ItrSA: 1 epoch = 94 steps), seeds 0, 1, 2, a learning-curve point every 100 steps, eval
   T ∈ {8, 16, 32, 64, 128} on 300 ID + 300 OOD boards; analysis on 1 board with n = 81·32 = 2592: dense
   eigenvalues and norms at t = 8, exact 8-step Lyapunov exponents, traces over 32 steps, CI at t ∈ {0, 8, 32}.
-  Budget: ≤ 60 min on 2 cores for the 18 runs (``results.md`` records the measured stages).
+  Budget: ≤ 60 min on 2 cores for the 18 runs with ``--workers 2`` (``results.md`` records the measured stages).
 - ``full``: the paper's size: D = 512, H = 8, N = 8 (AKOrN, v4), T = 16, 100 epochs, batch 100, 9000
   training boards, 1000 ID test and 18000 OOD test boards; analysis by Arnoldi (128 eigenvalues) and
   Benettin (top 64 exponents) since n = 41472. Meant for a GPU (``--device cuda``); runs on CPU too.
