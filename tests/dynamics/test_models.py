@@ -178,11 +178,22 @@ def test_analysis_on_tiny_model() -> None:
         {"model": "akorn", "norm": "pi_osc", "width": 9, "heads": 1, "osc_size": 3},
         {"model": "sym_single", "heads": 2},
         {"eta": 0.0},
+        {"digit_std": 0.0},
     ],
 )
 def test_config_validation(fields: dict) -> None:
     with pytest.raises(ConfigError):
         ModelConfig(**{"width": 8, "heads": 2, **fields})
+
+
+def test_digit_std_scales_the_digit_embedding_and_leaves_every_other_weight() -> None:
+    torch.manual_seed(3)
+    base = build_model(ModelConfig(model="akorn", width=8, heads=2, osc_size=4, norm="pi_osc"))
+    torch.manual_seed(3)
+    small = build_model(ModelConfig(model="akorn", width=8, heads=2, osc_size=4, norm="pi_osc", digit_std=0.25))
+    for (name, a), (_, b) in zip(base.state_dict().items(), small.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, 0.25 * a if name == "digit.weight" else a, rtol=0, atol=0, msg=name)
+    assert 0.8 < float(base.digit.weight.detach().std()) < 1.2  # the default is torch's N(0, 1)
 
 
 def test_update_rules_match_the_paper() -> None:

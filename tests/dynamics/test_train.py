@@ -135,16 +135,34 @@ def test_train_config_validation() -> None:
     assert TrainConfig.from_dict(tiny().to_dict()) == tiny()
 
 
+def test_a_preset_picks_the_norm_of_the_normalised_itrsa_runs_and_the_digit_init() -> None:
+    from dataclasses import replace
+
+    from dynascope.experiments.dynamics import PRESETS, RUNS, train_config
+
+    specs = {spec.name: spec for spec in RUNS}
+    osc = replace(PRESETS["smoke"], itrsa_norm="rms_osc", digit_std=0.2)
+    for preset, norm in ((PRESETS["smoke"], "rms_token"), (osc, "rms_osc")):
+        for name in ("itrsa_rms", "itrsa_rms_spec"):
+            assert train_config(preset, specs[name], "cpu", 0).model.norm == norm
+        assert train_config(preset, specs["itrsa_none"], "cpu", 0).model.norm == "none"
+        assert train_config(preset, specs["akorn"], "cpu", 0).model.norm == "pi_osc"
+    assert train_config(osc, specs["akorn"], "cpu", 0).model.digit_std == 0.2
+    with pytest.raises(ConfigError, match="itrsa_norm"):
+        replace(PRESETS["smoke"], itrsa_norm="pi_token")
+
+
 def test_cli_train_and_analyze(tmp_path: Path) -> None:
     data = tmp_path / "sudoku"
     for name, split in (("easy_train", TRAIN), ("easy_test", ID), ("hard_test", OOD)):
         runio.write_npz(data / f"{name}.npz", split.arrays())
     run = tmp_path / "run"
     flags = "--model akorn --norm rms_osc --width 8 --heads 2 --osc-size 4 --epochs 1 --batch-size 40"
-    flags += " --loop-steps 2 --eval-steps 2,4 --threads 1 --quiet"
+    flags += " --loop-steps 2 --eval-steps 2,4 --digit-std 0.5 --threads 1 --quiet"
     rc = main(["dynamics", "train", "--sudoku-dir", str(data), "--out", str(run), *flags.split()])
     assert rc == 0
-    assert runio.read_json(run / "config.json")["train"]["model"]["model"] == "akorn"
+    recorded = runio.read_json(run / "config.json")["train"]["model"]
+    assert (recorded["model"], recorded["digit_std"]) == ("akorn", 0.5)
     flags = "--t-jacobian 2 --lyap-steps 2 --trace-steps 2 --threads 1 --quiet"
     rc = main(["dynamics", "analyze", str(run), *flags.split()])
     assert rc == 0

@@ -37,6 +37,7 @@ _MODEL_FLAGS = {
     "eta": "eta",
     "init_omg": "init_omg",
     "readout_size": "readout_size",
+    "digit_std": "digit_std",
 }
 _TRAIN_FLAGS = (
     "epochs",
@@ -158,6 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--eta", type=float, help="initial step size η (learnable)")
     train.add_argument("--init-omg", type=float, help="AKOrN's initial frequency ω")
     train.add_argument("--readout-size", type=int, help="readout components per channel (0: osc size)")
+    train.add_argument("--digit-std", type=float, help="initial std of the digit embedding in C (default 1)")
     train.add_argument("--orthogonal-vo", action="store_true", help="orthogonal W^V, W^O (needed by e_multi)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)

@@ -67,7 +67,7 @@ from dynascope.report.dynamics_plots import (
     study_energy_figure,
 )
 from dynascope.runio import LOOPED, STUDY, ensure_dir, write_bytes
-from dynascope.validation import check_int, check_seed
+from dynascope.validation import check_int, check_number, check_seed
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,13 @@ class RunSpec:
     orthogonal_vo: bool = False
 
 
+ITRSA_RMS = "rms"
+"""``RunSpec.norm`` of the normalised ItrSA runs: the preset's ``itrsa_norm`` (token- or oscillator-wise RMSNorm)."""
+
 RUNS = (
     RunSpec("itrsa_none", "itrsa", "none", epochs=1, label="ItrSA, no norm (1 epoch)"),
-    RunSpec("itrsa_rms", "itrsa", "rms_token", label="ItrSA + RMSNorm"),
-    RunSpec("itrsa_rms_spec", "itrsa", "rms_token", "spec", 1e-4, label="ItrSA + RMSNorm + Spec"),
+    RunSpec("itrsa_rms", "itrsa", ITRSA_RMS, label="ItrSA + RMSNorm"),
+    RunSpec("itrsa_rms_spec", "itrsa", ITRSA_RMS, "spec", 1e-4, label="ItrSA + RMSNorm + Spec"),
     RunSpec("akorn", "akorn", "pi_osc", label="AKOrN (Π_osc)"),
     RunSpec("akorn_rms", "akorn", "rms_osc", label="AKOrN + RMSNorm_osc"),
     RunSpec("akorn_spec", "akorn", "pi_osc", "spec", 1e-5, label="AKOrN + Spec"),
@@ -96,8 +99,8 @@ RUNS = (
 EXTRA_RUNS = (
     RunSpec("sym_single", "sym_single", "pi_token", epochs=1, heads=1, label="symmetric SA, 1 head (1 epoch)"),
     RunSpec("sym_multi", "sym_multi", "none", epochs=1, label="symmetric SA, orthogonal heads (1 epoch)"),
-    RunSpec("itrsa_e_single", "itrsa", "rms_token", "e_single", 1e-6, heads=1, label="ItrSA + E-single"),
-    RunSpec("itrsa_e_multi", "itrsa", "rms_token", "e_multi", 1e-4, orthogonal_vo=True, label="ItrSA + E-multi"),
+    RunSpec("itrsa_e_single", "itrsa", ITRSA_RMS, "e_single", 1e-6, heads=1, label="ItrSA + E-single"),
+    RunSpec("itrsa_e_multi", "itrsa", ITRSA_RMS, "e_multi", 1e-4, orthogonal_vo=True, label="ItrSA + E-multi"),
 )
 """Runs beyond the default grid (the paper's energy-based variants, note §4.1), chosen with ``--runs``."""
 
@@ -129,6 +132,16 @@ class Preset:
     warmup_steps: int = 0
     lr_schedule: str = "constant"
     """Learning-rate warm-up and schedule (``TrainConfig``); ``full`` keeps the paper's constant rate."""
+    itrsa_norm: str = "rms_token"
+    """The RMSNorm of the normalised ItrSA runs: ``rms_token`` (the paper's main definition) or ``rms_osc`` with
+    ``osc_size`` channels per block (its Fig. 4 / Table S.3 variant)."""
+    digit_std: float = 1.0
+    """Initial std of the digit embedding in C (``ModelConfig.digit_std``)."""
+
+    def __post_init__(self) -> None:
+        if self.itrsa_norm not in ("rms_token", "rms_osc"):
+            raise ConfigError(f"itrsa_norm must be rms_token or rms_osc, got {self.itrsa_norm!r}")
+        check_number(self.digit_std, "digit_std", minimum=0.0, exclusive_minimum=True)
 
 
 PRESETS = {
@@ -198,8 +211,9 @@ def train_config(preset: Preset, spec: RunSpec, device: str, seed: int) -> Train
         width=preset.width,
         heads=spec.heads or preset.heads,
         osc_size=preset.akorn_osc_size if spec.model == "akorn" else preset.osc_size,
-        norm=spec.norm,
+        norm=preset.itrsa_norm if spec.norm == ITRSA_RMS else spec.norm,
         orthogonal_vo=spec.orthogonal_vo,
+        digit_std=preset.digit_std,
     )
     return TrainConfig(
         model=model,
@@ -305,6 +319,17 @@ def _learning_curve_md(rows: list[dict[str, Any]], t: int, first_seed: int) -> l
     return [*out, ""]
 
 
+def _schedule(preset: Preset) -> str:
+    """The learning-rate schedule in words."""
+    warm = f"{preset.warmup_steps}-step linear warm-up, then " if preset.warmup_steps else ""
+    return warm + ("constant" if preset.lr_schedule == "constant" else "cosine to 0")
+
+
+def _itrsa_norm(preset: Preset) -> str:
+    """Token-wise, or oscillator-wise with its block size."""
+    return "token-wise" if preset.itrsa_norm == "rms_token" else f"oscillator-wise (N = {preset.osc_size})"
+
+
 def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, Any], seeds: tuple[int, ...]) -> str:
     """Tables: accuracy vs T (ID, OOD); Lyapunov vs accuracy; spectral norms and the Prop. 5.1 bound."""
     ts = preset.eval_steps
@@ -312,8 +337,9 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
     out = [f"# Looped self-attention on Sudoku: `reproduce dynamics --preset {preset.name}`", ""]
     out += [
         f"Width D = {preset.width}, H = {preset.heads}, N = {preset.osc_size} (AKOrN {preset.akorn_osc_size}), "
-        f"training T = {t_train}, batch {preset.batch_size}, lr {preset.lr}, {preset.epochs} epochs "
-        f"(no-norm ItrSA: 1). Boards: easy train {preset.build.easy_train}, easy test (ID) "
+        f"training T = {t_train}, batch {preset.batch_size}, lr {preset.lr} ({_schedule(preset)}), "
+        f"{preset.epochs} epochs (no-norm ItrSA: 1); ItrSA's RMSNorm {_itrsa_norm(preset)}; digit embedding "
+        f"initialised with std {preset.digit_std:g}. Boards: easy train {preset.build.easy_train}, easy test (ID) "
         f"{preset.build.easy_test}, hard test (OOD) {preset.build.hard_test}. Accuracies in % (board: every blank "
         f"right; cell: blank cells right), EMA weights. Seeds: {', '.join(str(k) for k in seeds)} (one row per run "
         "and seed; the figures show the first seed's runs).",
