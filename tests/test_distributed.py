@@ -34,7 +34,9 @@ TIMEOUT_S = 300  # a hung job fails the test instead of the suite
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "DYNASCOPE_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE), **extra}
+    # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT from C++) prints its Python stack in the failure message
+    return {**os.environ, "DYNASCOPE_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE),
+            "PYTHONFAULTHANDLER": "1", **extra}
 
 
 def one(args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not w.is_main:  # rank 0 prints the results; the others only their errors
                 set_quiet(True)
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        distributed.finish()
+        return code
     except DynascopeError as exc:
         print(f"{who}: error: {exc}", file=sys.stderr)
         return 2

@@ -91,8 +91,19 @@ def init_from_env() -> World:
     return world()
 
 
+def finish() -> None:
+    """Leave the process group after a command that succeeded on this rank: wait at a barrier until every rank is
+    done with its last collective, then destroy the group, so that no rank tears its connections down while
+    another still reads from them (a rank that ended early used to abort at exit now and then). A no-op for one
+    process."""
+    if world().distributed:
+        dist.barrier()
+    shutdown()
+
+
 def shutdown() -> None:
-    """Leave the process group if this process joined one."""
+    """Leave the process group if this process joined one (what remains after :func:`finish`, or after a failure,
+    where no barrier is awaited: the other ranks may never reach it, and ``torchrun`` stops them)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
