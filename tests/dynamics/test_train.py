@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from pathlib import Path
@@ -310,11 +311,15 @@ def test_results_name_the_best_normalised_model_with_its_board_accuracy_and_lear
     assert best_normalised(rows, 8) == "itrsa_rms"
     text = "\n".join(_learning_curve_md(rows, 8, 0))
     assert "**itrsa_rms**: ID board accuracy 25.0 ± 5.0 %" in text and "seed 0: 20.0, seed 1: 30.0" in text
-    table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0] == "| step | itrsa_none | itrsa_rms | akorn |"
-    body = table[1:]
-    assert len(body) == 12 and body[0].startswith("| 10 | 90.0 / 90.0 | 0.5 / 50.0 |")
-    assert body[-1] == "| 400 | – | 20.0 / 50.0 | 10.0 / 80.0 |"  # the 1-epoch run had ended
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    # first the best model's every seed, then every run of the first seed
+    seeds_at = lines.index("| step | seed 0 | seed 1 |")
+    runs_at = lines.index("| step | itrsa_none | itrsa_rms | akorn |")
+    assert seeds_at < runs_at
+    by_seed, by_run = lines[seeds_at + 1 : runs_at], lines[runs_at + 1 :]
+    assert len(by_seed) == 12 and by_seed[-1] == "| 400 | 20.0 / 50.0 | 30.0 / 50.0 |"
+    assert len(by_run) == 12 and by_run[0].startswith("| 10 | 90.0 / 90.0 | 0.5 / 50.0 |")
+    assert by_run[-1] == "| 400 | – | 20.0 / 50.0 | 10.0 / 80.0 |"  # the 1-epoch run had ended
     assert "no run recorded" not in text.lower()
     for r in rows:
         r["metrics"]["learning_curve"] = []
@@ -329,7 +334,8 @@ def test_a_study_with_two_workers_gives_each_run_the_results_of_one_process(tmp_
     torch.set_num_threads(1)  # the serial study and each worker compute with one thread
     runs, seeds = ("itrsa_none", "itrsa_rms"), (0, 1)
     serial = reproduce(PRESETS["smoke"], tmp_path / "serial", seeds=seeds, runs=runs, device="cpu")
-    side = reproduce(PRESETS["smoke"], tmp_path / "side", seeds=seeds, runs=runs, device="cpu", workers=2)
+    own = dataclasses.replace(PRESETS["smoke"], runs=runs)  # the preset's own runs when --runs is not given
+    side = reproduce(own, tmp_path / "side", seeds=seeds, device="cpu", workers=2)
     assert side["timings"]["workers"] == 2 and set(side["timings"]["runs"]) == set(serial["timings"]["runs"])
     for name in runs:
         for seed in ("0", "1"):
@@ -339,3 +345,5 @@ def test_a_study_with_two_workers_gives_each_run_the_results_of_one_process(tmp_
     assert "runs side by side: 2" in (tmp_path / "side" / "results.md").read_text()
     with pytest.raises(ConfigError, match="workers"):
         reproduce(PRESETS["smoke"], tmp_path / "bad", runs=runs, workers=0)
+    with pytest.raises(ConfigError, match=r"runs: unknown \['nope'\]"):
+        dataclasses.replace(PRESETS["smoke"], runs=("itrsa_rms", "nope"))

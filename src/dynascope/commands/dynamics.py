@@ -254,7 +254,8 @@ def register_reproduce(studies: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--runs",
-        help=f"comma-separated runs (default: the grid {[s.name for s in RUNS]}; also {[s.name for s in EXTRA_RUNS]})",
+        help=f"comma-separated runs (default: the preset's, cpu-long: the ItrSA runs; else the grid "
+        f"{[s.name for s in RUNS]}; also {[s.name for s in EXTRA_RUNS]})",
     )
     parser.add_argument("--epochs", type=int, help="override the preset's epoch count")
     parser.add_argument("--threads", type=int, help="torch CPU threads")

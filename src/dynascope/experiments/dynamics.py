@@ -21,6 +21,16 @@ Presets:
   T ∈ {8, 16, 32, 64, 128} on 300 ID + 300 OOD boards; analysis on 1 board with n = 81·32 = 2592: dense
   eigenvalues and norms at t = 8, exact 8-step Lyapunov exponents, traces over 32 steps, CI at t ∈ {0, 8, 32}.
   Budget: ≤ 60 min on 2 cores for the 18 runs with ``--workers 2`` (``results.md`` records the measured stages).
+- ``cpu-long``: the smallest setting measured to solve easy boards on this machine: D = 64, H = 8, N = 4,
+  ItrSA with oscillator-wise RMSNorm (N = 4, the paper's Fig. 4 variant), digit embedding initialised with std
+  0.15, training T = 16, batch 16, Adam lr 3e-3 after a 200-step warm-up, EMA β = 0.98, 9000 easy training boards
+  × 10 epochs (5630 steps), seeds 0, 1, 2, a learning-curve point every 250 steps, eval on 300 ID + 300 OOD
+  boards; analysis with n = 81·64 = 5184 (Arnoldi eigenvalues, power-iteration norms, Benettin exponents).
+  Only the ItrSA runs by default (``Preset.runs``: no norm, RMSNorm, RMSNorm + Spec; AKOrN steps cost ≈ 1.5× an
+  ItrSA step, and with them the grid would not fit the 120-minute budget). Measured at 1 thread: ≈ 190 ms per
+  ItrSA step, ≈ 100 s per analysis; with ``--workers 2`` the study takes ≈ 75 min, and killed, it resumes from
+  its checkpoints. 5 epochs were not enough: in a first run (2815 steps) two seeds of RMSNorm + Spec solved
+  25–31 % of ID boards while the third seed and every seed without Spec solved none.
 - ``full``: the paper's size: D = 512, H = 8, N = 8 (AKOrN, v4), T = 16, 100 epochs, batch 100, 9000
   training boards, 1000 ID test and 18000 OOD test boards; analysis by Arnoldi (128 eigenvalues) and
   Benettin (top 64 exponents) since n = 41472. Meant for a GPU (``--device cuda``); runs on CPU too.
@@ -34,6 +44,16 @@ by the learning rate: ItrSA + RMSNorm (D = 32, T = 8, batch 32) leaves it after 
 boards). Supervising every loop step instead of the last gave the same accuracy per step at twice the cost.
 Three seeds of six runs in an hour leave each model ≈ 2000 steps, just past the plateau: no model of this size
 solves whole boards, and the checks then compare blank-cell accuracy (``checks.md`` says which accuracy it used).
+
+What leaves the second plateau (≈ 20 % of blanks, loss ≈ 0.90; same data and readout, 1 thread per run): with
+token-wise RMSNorm no setting we tried left it within 13k steps (D = 64, H = 4, lr 6e-3). Oscillator-wise
+RMSNorm (N = 4) leaves it: D = 64, H = 4, T = 16, batch 16, lr 3e-3 reached 57 % of blanks at step 1500 and
+≈ 83 % by step 6000, but solved ≤ 1 % of boards by step 7500 (a cosine decay over 6000 steps: 81 %, 0 boards).
+Scaling the digit embedding's initial std from 1 to 0.15 (so ‖C‖ ≈ 1 against the unit state) moved the exit
+earlier by ≈ 2000 steps (20 % of blanks still at step 2000 with std 1). Eight heads instead of four was what
+made boards solvable: D = 64, H = 8 reached 16 % / 42 % / 55 % of ID boards at T = 16 / 32 / 64 by step 2000,
+47 / 80 / 85 % by 2500 and 82 / 92 / 94 % by 5500, at 190 ms per step against 115 ms with four heads; D = 32,
+H = 8 was still at 19 % of blanks at step 1250 and D = 32, H = 4, T = 8 with RMSNorm_osc at 23 % at step 2500.
 """
 
 from __future__ import annotations
@@ -137,10 +157,15 @@ class Preset:
     ``osc_size`` channels per block (its Fig. 4 / Table S.3 variant)."""
     digit_std: float = 1.0
     """Initial std of the digit embedding in C (``ModelConfig.digit_std``)."""
+    runs: tuple[str, ...] = ()
+    """The runs the preset trains when ``--runs`` does not say (empty: the whole grid ``RUNS``)."""
 
     def __post_init__(self) -> None:
         if self.itrsa_norm not in ("rms_token", "rms_osc"):
             raise ConfigError(f"itrsa_norm must be rms_token or rms_osc, got {self.itrsa_norm!r}")
+        known = {s.name for s in (*RUNS, *EXTRA_RUNS)}
+        if not set(self.runs) <= known:
+            raise ConfigError(f"runs: unknown {sorted(set(self.runs) - known)}; expected names from {sorted(known)}")
         check_number(self.digit_std, "digit_std", minimum=0.0, exclusive_minimum=True)
 
 
@@ -192,7 +217,7 @@ PRESETS = {
         osc_size=4,
         akorn_osc_size=4,
         loop_steps=16,
-        epochs=5,
+        epochs=10,
         batch_size=16,
         lr=3e-3,
         n_train=0,
@@ -205,6 +230,7 @@ PRESETS = {
         warmup_steps=200,
         itrsa_norm="rms_osc",
         digit_std=0.15,
+        runs=("itrsa_none", "itrsa_rms", "itrsa_rms_spec"),
     ),
     "full": Preset(
         name="full",
@@ -304,8 +330,26 @@ def _mean_se(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * float(np.std(values, ddof=1)) / np.sqrt(len(values)):.1f} %"
 
 
+def _curve_table(columns: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A markdown table of learning curves, one column per entry of ``columns`` (``{heading: curve}``), at up to
+    ``CURVE_ROWS`` steps evenly spaced over the longest curve; ``–`` where a curve had ended."""
+    longest = max(columns.values(), key=len)
+    picks = sorted({int(i) for i in np.linspace(0, len(longest) - 1, min(CURVE_ROWS, len(longest)))})
+    out = ["| step | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for step in (int(longest[i]["step"]) for i in picks):
+        cells = []
+        for curve in columns.values():
+            point = next((p for p in curve if int(p["step"]) == step), None)
+            cells.append(
+                "–" if point is None else f"{_pct(point['board_accuracy'])} / {_pct(point['cell_accuracy'])}"
+            )
+        out.append(f"| {step} | " + " | ".join(cells) + " |")
+    return out
+
+
 def _learning_curve_md(rows: list[dict[str, Any]], t: int, first_seed: int) -> list[str]:
-    """The best normalised model's ID accuracy over seeds, and the learning curves of the first seed's runs."""
+    """The best normalised model's ID accuracy and learning curve over seeds, and the learning curves of the first
+    seed's runs."""
     best = best_normalised(rows, t)
     mine = [r for r in rows if r["name"] == best]
     label = next(r["label"] for r in mine).split(" · seed")[0]
@@ -320,25 +364,17 @@ def _learning_curve_md(rows: list[dict[str, Any]], t: int, first_seed: int) -> l
     first = [r for r in rows if r["seed"] == first_seed and r["metrics"].get("learning_curve")]
     if not first:
         return [*out, "No run recorded a learning curve (the preset's `curve_every` is 0).", ""]
-    longest = max(first, key=lambda r: len(r["metrics"]["learning_curve"]))["metrics"]["learning_curve"]
-    picks = sorted({int(i) for i in np.linspace(0, len(longest) - 1, min(CURVE_ROWS, len(longest)))})
-    steps = [int(longest[i]["step"]) for i in picks]
+    legend = "entries are board / blank-cell accuracy in % (– where a run had ended)"
+    seeds = {f"seed {r['seed']}": r["metrics"]["learning_curve"] for r in mine if r["metrics"].get("learning_curve")}
+    if len(seeds) > 1:
+        out += [f"{label}, EMA model on the first 200 ID boards at T = {t}, every seed; {legend}.", ""]
+        out += [*_curve_table(seeds), ""]
     out += [
-        f"EMA model on the first 200 ID boards at T = {t}, every recorded step of seed {first_seed} in "
-        "`figures/learning_curve.png`; entries are board / blank-cell accuracy in % (– where a run had ended).",
+        f"Every run of seed {first_seed}, EMA model on the first 200 ID boards at T = {t} (all recorded steps in "
+        f"`figures/learning_curve.png`); {legend}.",
         "",
-        "| step | " + " | ".join(r["label"].split(" · seed")[0] for r in first) + " |",
-        "|---|" + "---|" * len(first),
     ]
-    for step in steps:
-        cells = []
-        for r in first:
-            point = next((p for p in r["metrics"]["learning_curve"] if int(p["step"]) == step), None)
-            cells.append(
-                "–" if point is None else f"{_pct(point['board_accuracy'])} / {_pct(point['cell_accuracy'])}"
-            )
-        out.append(f"| {step} | " + " | ".join(cells) + " |")
-    return [*out, ""]
+    return [*out, *_curve_table({r["label"].split(" · seed")[0]: r["metrics"]["learning_curve"] for r in first}), ""]
 
 
 def _schedule(preset: Preset) -> str:
@@ -364,7 +400,8 @@ def _results_md(rows: list[dict[str, Any]], preset: Preset, timings: dict[str, A
         f"initialised with std {preset.digit_std:g}. Boards: easy train {preset.build.easy_train}, easy test (ID) "
         f"{preset.build.easy_test}, hard test (OOD) {preset.build.hard_test}. Accuracies in % (board: every blank "
         f"right; cell: blank cells right), EMA weights. Seeds: {', '.join(str(k) for k in seeds)} (one row per run "
-        "and seed; the figures show the first seed's runs).",
+        "and seed; the figures show the first seed's runs, the learning curves also the best normalised model's other "
+        "seeds).",
         "",
     ]
     for split, title in (("id", "ID (easy test)"), ("ood", "OOD (hard test)")):
@@ -715,6 +752,7 @@ def _reproduce(
     unknown = sorted(set(runs or ()) - set(known))
     if unknown:
         raise ConfigError(f"unknown runs {unknown}; expected names from {sorted(known)}")
+    runs = runs or preset.runs or None
     specs = list(RUNS) if runs is None else [known[name] for name in runs]
     needed = {"itrsa_none", "itrsa_rms"}
     if not needed <= {s.name for s in specs}:
@@ -784,14 +822,15 @@ def _reproduce(
     write_bytes(figures / "accuracy_vs_T.png", study_accuracy_figure(first))
     write_bytes(figures / "eigenvalues.png", study_eigenvalue_figure(first))
     write_bytes(figures / "energy.png", study_energy_figure(first))
+    best = best_normalised(rows, preset.loop_steps)
     curves = {
         row["label"]: {
             "ID board": ([p["step"] for p in curve], [p["board_accuracy"] for p in curve]),
             "ID cell": ([p["step"] for p in curve], [p["cell_accuracy"] for p in curve]),
         }
-        for row in first
+        for row in first + [r for r in rows if r["name"] == best and r not in first]
         if (curve := row["metrics"].get("learning_curve"))
-    }
+    }  # every run of the first seed, and the best normalised model's other seeds
     if curves:
         write_bytes(figures / "learning_curve.png", learning_curve_figure(curves))
     STUDY.write(out, "checks", _checks_md(rows, preset, seeds))
