@@ -27,10 +27,10 @@ Presets:
   × 10 epochs (5630 steps), seeds 0, 1, 2, a learning-curve point every 250 steps, eval on 300 ID + 300 OOD
   boards; analysis with n = 81·64 = 5184 (Arnoldi eigenvalues, power-iteration norms, Benettin exponents).
   Only the ItrSA runs by default (``Preset.runs``: no norm, RMSNorm, RMSNorm + Spec; AKOrN steps cost ≈ 1.5× an
-  ItrSA step, and with them the grid would not fit the 120-minute budget). Measured at 1 thread: ≈ 190 ms per
-  ItrSA step, ≈ 100 s per analysis; with ``--workers 2`` the study takes ≈ 75 min, and killed, it resumes from
-  its checkpoints. 5 epochs were not enough: in a first run (2815 steps) two seeds of RMSNorm + Spec solved
-  25–31 % of ID boards while the third seed and every seed without Spec solved none.
+  ItrSA step, and with them the grid would not fit the 120-minute budget). Measured with ``--workers 2`` (one
+  thread each) on the idle machine: 205–225 ms per ItrSA step, ≈ 100 s per analysis, 78 min for the study; killed,
+  it resumes from its checkpoints. 5 epochs were not enough: in a first run (2815 steps) two seeds of
+  RMSNorm + Spec solved 25–31 % of ID boards while the third seed and every seed without Spec solved none.
 - ``full``: the paper's size: D = 512, H = 8, N = 8 (AKOrN, v4), T = 16, 100 epochs, batch 100, 9000
   training boards, 1000 ID test and 18000 OOD test boards; analysis by Arnoldi (128 eigenvalues) and
   Benettin (top 64 exponents) since n = 41472. Meant for a GPU (``--device cuda``); runs on CPU too.
